@@ -1,0 +1,51 @@
+# nashalign: two commands.  `make demo` runs the main job, `make test` runs the test suite.
+# Both bootstrap .venv on a fresh machine: torch is installed FIRST and pinned (a CPU build),
+# so nothing later (peft, accelerate) can pull a multi-GB CUDA build.  A torch that the
+# user already has in the interpreter used to create .venv is kept (system site packages).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.nashalign-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "torch already present: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)"; \
+	elif $(PYTHON) -c "import torch" 2>/dev/null; then \
+	  echo "using the interpreter's own torch"; \
+	  $(PYTHON) -c "import torch,sys,os; print(os.path.dirname(os.path.dirname(torch.__file__)))" > $(VENV)/lib/$$(ls $(VENV)/lib)/site-packages/_user_torch.pth; \
+	else \
+	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	fi
+	$(PY) -m pip install -q -e ".[dev,llm,embed]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) tabular/run.py +experiment=demo
+	$(PY) llm/train.py +experiment=lm_benchmark_demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(PY) -m ruff check nashalign tabular llm benchmarks tests
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_tabular.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -1,0 +1,163 @@
+"""The preference game: contexts, responses and ``P(y > y' | x)``.
+
+SPEC.md section 0: ``P[x, y, y'] = P(y > y' | x)`` with ``P + P^T = 1`` (so ``diag(P) = 1/2``); the skew
+part ``A = P - 1/2`` is antisymmetric.  A game holds ``C`` contexts of ``n`` responses each and a
+reference policy ``mu`` (uniform unless given).  Preferences may be intransitive (cyclic): no reward
+model represents them, yet a Nash equilibrium (the minimax winner) always exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nashalign import _validation as V
+from nashalign import _xp
+
+Array = Any
+
+
+class PreferenceGame:
+    """A batch of ``C`` symmetric constant-sum preference games over ``n`` responses.
+
+    Args:
+        P: preference tensor, ``(n, n)`` for one context or ``(C, n, n)``; numpy or torch.
+            ``P[x, y, y'] = P(y > y' | x)`` must satisfy ``P + P^T = 1`` (to 1e-9 in float64) and lie
+            in ``[0, 1]``.
+        ref: reference policy ``mu``: ``(n,)`` (shared by all contexts) or ``(C, n)``, probabilities with
+            full support... or zero entries, which the regularised game then never plays. Uniform when
+            omitted.
+
+    Raises:
+        TypeError: ``P`` or ``ref`` is not numeric.
+        ValueError: wrong shape, non-finite values, values outside ``[0, 1]``, ``P + P^T != 1``, or a
+            ``ref`` that is negative or does not sum to 1.
+
+    Example:
+        >>> import numpy as np
+        >>> from nashalign import PreferenceGame, games
+        >>> g = games.rock_paper_scissors()
+        >>> g.num_contexts, g.num_responses
+        (1, 3)
+        >>> g.win_rates(np.array([1.0, 0.0, 0.0])).round(2).tolist()   # P(y > rock)
+        [0.5, 1.0, 0.0]
+    """
+
+    def __init__(self, P: Any, ref: Any = None) -> None:
+        P = V.as_float_array(P, "P")
+        if P.ndim not in (2, 3):
+            raise ValueError(
+                f"P must have shape (n, n) for one context or (C, n, n) for C contexts; got {tuple(P.shape)}."
+            )
+        self._squeeze = P.ndim == 2
+        if self._squeeze:
+            P = P[None]
+        C, n, m = P.shape
+        if n != m:
+            raise ValueError(
+                f"P must be square over responses: got {n} x {m}. P[y, y'] = P(y > y') needs one row and "
+                "one column per response."
+            )
+        if n < 1:
+            raise ValueError("P needs at least one response.")
+        V.check_finite(P, "P")
+        Pn = _xp.to_numpy(P)
+        tol = V.tol_for(P)
+        if Pn.min() < -tol or Pn.max() > 1 + tol:
+            raise ValueError(
+                f"P must hold probabilities in [0, 1]; found values in [{Pn.min():.6g}, {Pn.max():.6g}]. "
+                "If you have scores or logits, map them through a sigmoid (games.bradley_terry) first."
+            )
+        dev = np.abs(Pn + np.swapaxes(Pn, -1, -2) - 1.0)
+        if dev.max() > tol:
+            c, i, j = np.unravel_index(int(np.argmax(dev)), dev.shape)
+            raise ValueError(
+                f"P + P^T must equal 1 (tolerance {tol:g}): context {c}, P[{i},{j}] + P[{j},{i}] = "
+                f"{Pn[c, i, j] + Pn[c, j, i]:.12g}, and the diagonal must be 1/2. Symmetrise with "
+                "P = (P + 1 - P.T) / 2 if your preferences carry a position bias."
+            )
+        self.P: Array = P  # (C, n, n)
+        if ref is None:
+            ref_arr = np.full((C, n), 1.0 / n)
+            self.ref: Array = _xp.like(ref_arr, P)
+        else:
+            self.ref = V.check_policy(ref, C, n, like=P, name="ref")
+        self.log_ref: Array = _xp.log(self.ref)  # (C, n), -inf where mu = 0
+
+    # ------------------------------------------------------------------ shape
+    @property
+    def num_contexts(self) -> int:
+        """``C``, the number of contexts (prompts)."""
+        return int(self.P.shape[0])
+
+    @property
+    def num_responses(self) -> int:
+        """``n``, the number of responses per context."""
+        return int(self.P.shape[-1])
+
+    @property
+    def squeezed(self) -> bool:
+        """True when the game was built from a single ``(n, n)`` matrix (results come back as ``(n,)``)."""
+        return self._squeeze
+
+    @property
+    def is_torch(self) -> bool:
+        return _xp.is_torch(self.P)
+
+    @property
+    def A(self) -> Array:
+        """The skew part ``A = P - 1/2``, ``(C, n, n)``."""
+        return self.P - 0.5
+
+    def __repr__(self) -> str:
+        lib = "torch" if self.is_torch else "numpy"
+        return f"PreferenceGame(C={self.num_contexts}, n={self.num_responses}, {lib} {self.P.dtype})"
+
+    # ---------------------------------------------------------------- helpers
+    def policy(self, policy: Any, name: str = "policy") -> Array:
+        """Validate probabilities ``(n,)`` or ``(C, n)`` and return them as ``(C, n)`` like ``P``."""
+        return V.check_policy(policy, self.num_contexts, self.num_responses, like=self.P, name=name)
+
+    def unbatch(self, x: Array) -> Array:
+        """Drop the context axis for games built from one ``(n, n)`` matrix."""
+        return x[0] if self._squeeze else x
+
+    def with_ref(self, ref: Any) -> PreferenceGame:
+        """The same preferences with another reference policy ``mu``."""
+        g = PreferenceGame.__new__(PreferenceGame)
+        g.__dict__.update(self.__dict__)
+        g.ref = V.check_policy(ref, self.num_contexts, self.num_responses, like=self.P, name="ref")
+        g.log_ref = _xp.log(g.ref)
+        return g
+
+    def to(self, backend: str = "numpy", device: Any = None, dtype: Any = None) -> PreferenceGame:
+        """Copy onto ``backend`` (``"numpy"`` or ``"torch"``), optionally a torch ``device``/``dtype``."""
+        g = PreferenceGame.__new__(PreferenceGame)
+        g.__dict__.update(self.__dict__)
+        if backend == "numpy":
+            g.P = np.asarray(_xp.to_numpy(self.P), dtype=dtype or np.float64)
+            g.ref = np.asarray(_xp.to_numpy(self.ref), dtype=g.P.dtype)
+        elif backend == "torch":
+            import torch
+
+            dt = dtype or torch.float64
+            g.P = torch.as_tensor(_xp.to_numpy(self.P), dtype=dt, device=device)
+            g.ref = torch.as_tensor(_xp.to_numpy(self.ref), dtype=dt, device=device)
+        else:
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
+        g.log_ref = _xp.log(g.ref)
+        return g
+
+    # ------------------------------------------------------------------- math
+    def win_rates(self, policy: Any) -> Array:
+        """``P(y > pi) = (P pi)(y)`` for every response ``y``: ``(n,)`` or ``(C, n)``."""
+        pi = self.policy(policy)
+        return self.unbatch(_xp.matvec(self.P, pi))  # (C, n)
+
+    def preference(self, policy_a: Any, policy_b: Any) -> Array:
+        """``P(pi_a > pi_b) = pi_a^T P pi_b`` per context: a float (one context) or ``(C,)``."""
+        a = self.policy(policy_a, "policy_a")
+        b = self.policy(policy_b, "policy_b")
+        val = _xp.asum(a * _xp.matvec(self.P, b), axis=-1)  # (C,)
+        return float(val[0]) if self._squeeze else val
