@@ -1,0 +1,100 @@
+"""Tiny, locally built tokenizers and transformer models.
+
+Nothing here downloads: a byte-level BPE tokenizer is trained with the ``tokenizers`` library on
+text you give it, and models are built ``from_config`` with random weights.  Used by the
+known-equilibrium language-model benchmark, by tests (saved to disk and reloaded through the real
+``from_pretrained`` code path), and by anyone who wants a seconds-long smoke run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 256, min_frequency: int = 1) -> Any:
+    """Train a byte-level BPE tokenizer on ``texts`` and wrap it as a ``PreTrainedTokenizerFast``.
+
+    The tokenizer has ``<pad>``, ``<s>``, ``</s>`` and ``<unk>`` special tokens and pads on the left
+    (what batched generation with a causal LM needs).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="left", **SPECIAL_TOKENS)
+    return fast
+
+
+def build_causal_lm(
+    tokenizer: Any,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    max_positions: int = 128,
+    seed: int = 0,
+    arch: str = "llama",
+) -> Any:
+    """A randomly initialised causal LM sized for ``tokenizer`` (``arch``: ``"llama"`` or ``"gpt2"``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if arch == "llama":
+        cfg = LlamaConfig(
+            hidden_size=hidden_size,
+            intermediate_size=hidden_size * 4,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_heads,
+            max_position_embeddings=max_positions,
+            tie_word_embeddings=True,
+            **common,
+        )
+    elif arch == "gpt2":
+        cfg = GPT2Config(n_embd=hidden_size, n_layer=num_layers, n_head=num_heads, n_positions=max_positions, **common)
+    else:
+        raise ValueError(f"arch must be 'llama' or 'gpt2', got {arch!r}.")
+    return AutoModelForCausalLM.from_config(cfg)
+
+
+def build_sequence_classifier(
+    tokenizer: Any, num_labels: int = 1, hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2, seed: int = 0
+) -> Any:
+    """A randomly initialised sequence-classification model (reward model with ``num_labels=1``)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, LlamaConfig
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 4,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=256,
+        num_labels=num_labels,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return AutoModelForSequenceClassification.from_config(cfg)
