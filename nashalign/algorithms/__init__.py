@@ -1,0 +1,51 @@
+"""Every game-theoretic alignment algorithm, one file each, one definition per algorithm.
+
+Each algorithm is a frozen dataclass of hyperparameters whose ``update`` is the exact tabular step
+(numpy or torch) and whose ``loss`` is its torch lift to neural policies.  See :mod:`.base`.
+"""
+
+from nashalign.algorithms.base import (
+    OPPONENT_KINDS,
+    Algorithm,
+    LossInputs,
+    LossOutput,
+    MirrorAlgorithm,
+    Opponent,
+    State,
+)
+from nashalign.algorithms.dno import DNO
+from nashalign.algorithms.egpo import EGPO
+from nashalign.algorithms.inpo import INPO
+from nashalign.algorithms.mwu import MWU
+from nashalign.algorithms.nash_ema import NashEMA
+from nashalign.algorithms.nash_md import NashMD
+from nashalign.algorithms.omd import OMD
+from nashalign.algorithms.omwu import OMWU
+from nashalign.algorithms.online_ipo import OnlineIPO
+from nashalign.algorithms.registry import ALGORITHMS, get_algorithm, register
+from nashalign.algorithms.spo import SPO
+from nashalign.algorithms.sppo import SPPO
+
+__all__ = [
+    "ALGORITHMS",
+    "DNO",
+    "EGPO",
+    "INPO",
+    "MWU",
+    "OMD",
+    "OMWU",
+    "OPPONENT_KINDS",
+    "SPO",
+    "SPPO",
+    "Algorithm",
+    "LossInputs",
+    "LossOutput",
+    "MirrorAlgorithm",
+    "NashEMA",
+    "NashMD",
+    "OnlineIPO",
+    "Opponent",
+    "State",
+    "get_algorithm",
+    "register",
+]
