@@ -88,7 +88,10 @@ def policy_gradient(
     clamped = log_ratio.detach() > max_log_ratio
     rho = torch.exp(torch.clamp(log_ratio, max=max_log_ratio))
     obj = rho * (lp - f32(anchor) - eta * f32(signal))  # (B, K)
-    w = None if weights is None else weights.unsqueeze(-1).expand_as(obj).reshape(-1)
+    if weights is None:
+        w = None
+    else:  # (B,) row weights or (B, K) per-response weights (exact enumeration)
+        w = (weights if weights.ndim == 2 else weights.unsqueeze(-1)).expand_as(obj).reshape(-1)
     return {
         "loss": weighted_mean(obj.reshape(-1), w),
         "clamped_frac": clamped.to(lp.dtype).mean(),
