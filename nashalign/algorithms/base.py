@@ -70,6 +70,22 @@ class State:
         return cls(int(np.asarray(d["t"])), conv(d["logp"]), conv(d["logmu"]), mem)
 
 
+class _Placeholder(Mapping):
+    """Memory that has every key (a placeholder array), for :meth:`Algorithm.neural_opponents`."""
+
+    def __init__(self, value: Array) -> None:
+        self._value = value
+
+    def __getitem__(self, key: str) -> Array:
+        return self._value
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
 @dataclass(frozen=True)
 class Opponent:
     """One term ``coef * P(. > q)`` of the signal.
@@ -186,6 +202,17 @@ class Algorithm(ABC):
         return replace(self, **changes)
 
     # ------------------------------------------------------------------ the contract
+    def neural_opponents(self, t: int, phase: int = 0) -> tuple[Opponent, ...]:
+        """The opponents of ``phase`` at iteration ``t`` as *specifications* (kind, coef, mix) for neural trainers.
+
+        Neural policies have no tabular ``logq``; the trainer maps each :attr:`Opponent.kind` to a sampler
+        (current policy, token-level mixture with ``mu`` of weight ``mix``, previous iterate, half step, EMA).
+        Computed by calling :meth:`opponents` on a 1x1 placeholder state, so it cannot drift from the tabular rule.
+        """
+        z = np.zeros((1, 1))
+        st = State(int(t), z, z, _Placeholder(z))
+        return tuple(Opponent(o.kind, float(o.coef), None, float(o.mix)) for o in self.opponents(st, phase))
+
     @abstractmethod
     def init(self, logp0: Array, logmu: Array) -> State:
         """The state at ``t = 0`` from the initial log-policy ``(C, n)`` and the reference ``(C, n)``."""
