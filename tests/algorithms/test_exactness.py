@@ -1,0 +1,181 @@
+"""The neural lift is exact: minimising each algorithm's torch loss over a softmax table with exact
+(enumerated) weights reproduces its exact tabular step (DESIGN.md 4.4; issue "Neural lift").
+
+For ``lift == "gradient_step"`` algorithms (online IPO) one SGD step on the loss with learning rate
+``eta`` is the step.  Also: the sampled minimiser approaches the exact step as the sample grows, and
+every loss form passes ``torch.autograd.gradcheck``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nashalign import PreferenceGame
+from nashalign.algorithms import ALGORITHMS, LossInputs, _losses, get_algorithm
+from nashalign.policies import SoftmaxTable, exact_loss_inputs
+from nashalign.sampled import SampledRunner
+from nashalign.solve import exact_signal
+
+# hyperparameters per algorithm: (eta, tau) pairs to test; unregularised rules get tau = 0
+SETTINGS = {
+    "mwu": [(0.3, 0.0), (1.5, 0.0)],
+    "sppo": [(0.3, 0.0), (1.5, 0.0)],
+    "spo": [(0.3, 0.0), (1.5, 0.0)],
+    "dno": [(0.3, 0.0), (1.5, 0.0)],
+    "omd": [(0.5, 0.1), (2.0, 0.4)],
+    "inpo": [(0.5, 0.1), (2.0, 0.4)],
+    "nash_md": [(0.5, 0.1), (2.0, 0.4)],
+    "egpo": [(0.5, 0.1), (2.0, 0.4), (1.0, 0.0)],
+    "omwu": [(0.5, 0.1), (1.0, 0.0)],
+    "nash_ema": [(0.5, 0.1), (2.0, 0.4)],
+    "online_ipo": [(0.02, 0.1), (0.05, 0.4)],
+}
+
+
+def random_game(seed: int, C: int = 2, n: int = 5) -> PreferenceGame:
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(size=(C, n, n))
+    low = np.tril(U, -1)
+    P = low + np.swapaxes(1.0 - low, 1, 2) * np.triu(np.ones((n, n)), 1) + 0.5 * np.eye(n)
+    return PreferenceGame(P, ref=rng.dirichlet(2 * np.ones(n), size=C))
+
+
+def test_every_registered_algorithm_is_covered():
+    assert set(SETTINGS) == set(ALGORITHMS)
+
+
+def _minimise(table: SoftmaxTable, closure_loss) -> None:
+    opt = torch.optim.LBFGS(
+        table.parameters(), lr=1, max_iter=400, tolerance_grad=1e-14, tolerance_change=1e-16,
+        history_size=50, line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        loss = closure_loss()
+        loss.backward()
+        return loss
+
+    for _ in range(4):
+        opt.step(closure)
+
+
+def _cases():
+    for name, settings in SETTINGS.items():
+        forms = [f for f in ALGORITHMS[name].forms if f in _losses.EXACT_FORMS] or [None]
+        for eta, tau in settings:
+            for form in forms:
+                for seed in (0, 1):
+                    yield pytest.param(name, eta, tau, form, seed, id=f"{name}-{form}-eta{eta}-tau{tau}-s{seed}")
+
+
+@pytest.mark.parametrize("name,eta,tau,form,seed", list(_cases()))
+def test_loss_minimiser_equals_exact_step(name, eta, tau, form, seed):
+    game = random_game(seed)
+    kw = {"form": form} if name != "online_ipo" else {}
+    alg = get_algorithm(name, eta=eta, tau=tau, **kw)
+    rng = np.random.default_rng(100 + seed)
+    st = alg.init(np.log(rng.dirichlet(2 * np.ones(5), size=2)), game.log_ref)
+    for _ in range(2):  # non-trivial memory (previous iterate, EMA, ...)
+        for ph in range(alg.phases):
+            st = alg.update(st, exact_signal(game.P, alg.opponents(st, ph)), ph)
+    for phase in range(alg.phases):
+        signal = exact_signal(game.P, alg.opponents(st, phase))
+        nxt = alg.update(st, signal, phase)
+        exact = nxt.memory["half"] if (alg.phases == 2 and phase == 0) else nxt.logp
+        table = SoftmaxTable(st.logp).double()
+
+        def loss():
+            return alg.loss(exact_loss_inputs(alg, st, signal, table.log_probs())).loss
+
+        if alg.lift == "gradient_step":
+            opt = torch.optim.SGD(table.parameters(), lr=alg.step_size(st.t) * game.num_contexts)
+            opt.zero_grad()
+            loss().backward()
+            opt.step()
+        else:
+            _minimise(table, loss)
+        got = torch.exp(table.log_probs()).detach().numpy()
+        np.testing.assert_allclose(got, np.exp(exact), atol=1e-6, rtol=0)
+        st = nxt
+
+
+@pytest.mark.parametrize("name", ["nash_md", "egpo", "inpo"])
+def test_sampled_minimiser_approaches_exact_step_as_sample_grows(name):
+    """One sampled iteration with B contexts drawn per step: the error to the exact step shrinks with B."""
+    game = PreferenceGame(random_game(3, C=1, n=4).P[0], ref=[0.4, 0.3, 0.2, 0.1])
+    alg = get_algorithm(name, eta=1.0, tau=0.2)
+    st0 = alg.init(game.log_ref, game.log_ref)
+    exact = st0
+    for ph in range(alg.phases):
+        exact = alg.update(exact, exact_signal(game.P, alg.opponents(exact, ph)), ph)
+    errors = []
+    for batch in (64, 1024, 16384):
+        runner = SampledRunner(game, alg, batch=batch, inner_steps=300, lr=0.05, seed=7)
+        got = runner.iterate(st0)
+        errors.append(float(np.abs(np.exp(got.logp) - np.exp(exact.logp)).max()))
+    assert errors[2] < errors[0], errors
+    assert errors[2] < 0.02, errors
+
+
+def _inputs(K: int, B: int = 3, seed: int = 0) -> LossInputs:
+    g = torch.Generator().manual_seed(seed)
+    logp = (-torch.rand(B, K, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    anchor = -torch.rand(B, K, generator=g, dtype=torch.float64) * 3
+    ref = -torch.rand(B, K, generator=g, dtype=torch.float64) * 3
+    sig = torch.rand(B, K, generator=g, dtype=torch.float64)
+    w = torch.rand(B, generator=g, dtype=torch.float64) + 0.1
+    return LossInputs(logp, anchor, ref, sig, w, anchor.clone(), 0)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_gradcheck_every_loss_form(name):
+    tau = 0.0 if ALGORITHMS[name].tau_rule == "zero" else 0.3
+    forms = ALGORITHMS[name].forms if name != "online_ipo" else (None,)
+    for form in forms:
+        kw = {"form": form} if form else {}
+        alg = get_algorithm(name, eta=0.7, tau=tau, **kw)
+        K = 2 if (form is None or form in _losses.PAIR_FORMS) else 3
+        inp = _inputs(K)
+
+        def f(lp, inp=inp, alg=alg):
+            return alg.loss(LossInputs(lp, inp.logp_anchor, inp.logp_ref, inp.signal, inp.weights,
+                                       inp.logp_behavior, 0)).loss
+
+        assert torch.autograd.gradcheck(f, (inp.logp,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_loss_is_float32_under_bf16_and_finite_on_extreme_logprobs(name):
+    tau = 0.0 if ALGORITHMS[name].tau_rule == "zero" else 0.3
+    alg = get_algorithm(name, eta=0.7, tau=tau)
+    form = getattr(alg, "form", "regression")
+    K = 2 if form in _losses.PAIR_FORMS else 3
+    lp = torch.full((4, K), -300.0, dtype=torch.bfloat16, requires_grad=True)  # long sequences: tiny probabilities
+    anchor = torch.full((4, K), -310.0, dtype=torch.bfloat16)
+    ref = torch.full((4, K), -1e4, dtype=torch.bfloat16)
+    sig = torch.rand(4, K)
+    out = alg.loss(LossInputs(lp, anchor, ref, sig, None, anchor, 0))
+    assert out.loss.dtype == torch.float32
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and torch.isfinite(lp.grad.float()).all()
+
+
+def test_pg_form_reduces_to_nash_md_pg_gradient_at_the_anchor():
+    """At pi_theta = pi_t, grad of the pg form = -E[(eta (p - tau log(pi_t/mu)) + const) grad log pi] (SPEC 3.2)."""
+    alg = get_algorithm("nash_md", eta=0.5, tau=0.2, form="pg")
+    lp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, -0.7]], dtype=torch.float64)
+    p = torch.tensor([[0.9, 0.2, 0.6]], dtype=torch.float64)
+    out = alg.loss(LossInputs(lp, lp.detach(), ref, p, None, lp.detach(), 0))
+    (g,) = torch.autograd.grad(out.loss, lp)
+    # d/dl of mean_k rho_k (l_k - a_k - eta p_k) at rho = 1: (1/K)(l - a - eta p + 1)
+    a = (1 - 0.1) * lp.detach() + 0.1 * ref
+    expected = (lp.detach() - a - 0.5 * p + 1.0) / 3
+    torch.testing.assert_close(g, expected)
+    # which is -(eta/K) (p - 1/2 - tau (l - m)) up to the per-sample baseline 1 - eta/2
+    np.testing.assert_allclose(
+        (g * 3).numpy(), (-(0.5) * (p - 0.5 - 0.2 * (lp.detach() - ref)) + (1 - 0.25)).numpy(), atol=1e-12
+    )
