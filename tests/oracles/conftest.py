@@ -88,12 +88,19 @@ def longer_wins(prompts, first, second):
     la = torch.tensor([len(a) for a in first], dtype=torch.float64)
     lb = torch.tensor([len(b) for b in second], dtype=torch.float64)
     return 0.5 + 0.5 * torch.sign(la - lb)
+
+
+class LengthJudge:
+    # A judge with TRL's historical pairwise shape: the index of the longer completion (first on ties).
+
+    def judge(self, prompts, completions, shuffle_order=True):
+        return [0 if len(a) >= len(b) else 1 for a, b in completions]
 """
 
 
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
-    """A user's module ``nashalign_user_oracles`` on sys.path, holding ``longer_wins``."""
+    """A user's module ``nashalign_user_oracles`` on sys.path, holding ``longer_wins`` and ``LengthJudge``."""
     (tmp_path / "nashalign_user_oracles.py").write_text(USER_ORACLE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     return "nashalign_user_oracles"
