@@ -98,6 +98,7 @@ class MatrixOracle(OracleBase):
         P = game.P
         self.P: torch.Tensor = P if isinstance(P, torch.Tensor) else torch.from_numpy(np.asarray(P))
         self.game = game
+        self._flat = self.P.contiguous().view(-1)
         self.bernoulli = bool(bernoulli)
         self.check_indices = bool(check_indices)
         if generator is None:
@@ -127,8 +128,7 @@ class MatrixOracle(OracleBase):
     def __repr__(self) -> str:
         return self.name
 
-    def probabilities(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
-        """The exact ``P[x, y, y']`` (no Bernoulli noise), shape ``(B,)``."""
+    def _gather(self, prompts: Batch, first: Batch, second: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch_len(prompts, first, second, self.name)
         dev = self.P.device
         c = _as_index(prompts, dev, "prompts (context ids)")
@@ -146,16 +146,18 @@ class MatrixOracle(OracleBase):
                     f"response ids span [{min(lo_l[1:])}, {max(hi_l[1:])}] (need 0..{n - 1}). For a "
                     "single-context game pass context id 0 for every pair."
                 )
-        return self.P[c, i, j]
+        n = self.num_responses
+        return torch.take(self._flat, (c * n + i) * n + j), i, j  # = P[c, i, j], one flat gather
+
+    def probabilities(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
+        """The exact ``P[x, y, y']`` (no Bernoulli noise), shape ``(B,)``."""
+        return self._gather(prompts, first, second)[0]
 
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
-        p = self.probabilities(prompts, first, second)
+        p, i, j = self._gather(prompts, first, second)
         if not self.bernoulli:
             return p
         out = torch.bernoulli(p, generator=self.generator)
-        dev = self.P.device
-        i = _as_index(first, dev, "first")
-        j = _as_index(second, dev, "second")
         return torch.where(i == j, torch.full_like(out, 0.5), out)
 
 
