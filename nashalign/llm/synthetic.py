@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 # name -> (prompt, valid responses, default warm-up reference)
 _CATALOGUE: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]]] = {
     "rps": ("Rock, paper or scissors?", ("rock", "paper", "scissors"), (0.6, 0.3, 0.1)),
-    "population": ("Pick a color:", ("red", "green", "blue"), (0.2, 0.5, 0.3)),
+    "population": ("Pick a color:", ("red", "green", "blue"), (0.15, 0.2, 0.65)),
     "transitive": ("Pick a number:", ("one", "two", "three"), (0.55, 0.3, 0.15)),
 }
 
