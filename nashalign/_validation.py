@@ -72,13 +72,14 @@ def check_policy(policy: Any, num_contexts: int, num_responses: int, like: Array
     The result lives in the array library, dtype and device of ``like``.
     """
     pi = as_float_array(policy, name)
+    given = tuple(pi.shape)
     if pi.ndim == 1:
         pi = pi[None, :]
         if num_contexts != 1:
             pi = _broadcast_rows(pi, num_contexts)
     if pi.ndim != 2 or pi.shape[-1] != num_responses or pi.shape[0] != num_contexts:
         raise ValueError(
-            f"{name} has shape {tuple(pi.shape)}, expected ({num_responses},) or "
+            f"{name} has shape {given}, expected ({num_responses},) or "
             f"({num_contexts}, {num_responses}): one probability per response (and per context)."
         )
     pi = _xp.like(pi, like)

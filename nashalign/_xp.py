@@ -45,6 +45,11 @@ def exp(x: Array) -> Array:
     return torch.exp(x) if is_torch(x) else np.exp(x)
 
 
+def expm1(x: Array) -> Array:
+    """``exp(x) - 1``, accurate for small ``x``."""
+    return torch.expm1(x) if is_torch(x) else np.expm1(x)
+
+
 def log(x: Array) -> Array:
     """Elementwise log, with ``log 0 = -inf`` and no warning."""
     if is_torch(x):

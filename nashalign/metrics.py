@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from nashalign import _validation as V
 from nashalign import _xp
 from nashalign.game import PreferenceGame
@@ -31,7 +33,28 @@ def reg_expl_logp(P: Array, logp: Array, logmu: Array, tau: float) -> Array:
     """
     pi = _xp.exp(logp)
     br = _xp.log_normalize(logmu + _xp.matvec(P, pi) / tau)  # (C, n) log BR_tau(pi)
-    return tau * _xp.xlogy_diff(pi, logp, br)
+    return tau * _kl_nonneg(pi, logp, br)
+
+
+def _kl_nonneg(p: Array, logp: Array, logq: Array) -> Array:
+    """``KL(p || q)`` as ``sum_y [p r + q - p]`` with ``r = log p - log q``; ``(C,)``.
+
+    Equal to ``sum_y p r`` when ``p`` and ``q`` are normalised, but every term is ``>= 0`` and, near
+    ``p = q``, of size ``p r^2 / 2`` (computed as ``p (r + expm1(-r))``), so the result is accurate down
+    to ~1e-30 instead of resting on a rounding floor of ~1e-16: a solver polished to machine
+    precision then reads as such, even for large ``tau``.  ``p(y) = 0`` contributes ``q(y)``;
+    ``p(y) > 0 = q(y)`` gives ``inf``.
+    """
+    with np.errstate(invalid="ignore", over="ignore"):  # masked -inf - -inf entries; torch ignores this
+        pos = p > 0
+        zero = _xp.zeros_like(p)
+        r = _xp.where(pos, logp - logq, zero)  # (C, n); +inf where q = 0 < p
+        near = abs(r) < 0.5
+        rs = _xp.where(near, r, zero)
+        term_near = p * (rs + _xp.expm1(-rs))  # = p r + q - p without cancellation
+        term_far = p * r + _xp.exp(logq) - p
+        term = _xp.where(pos, _xp.where(near, term_near, term_far), _xp.exp(logq))  # (C, n)
+    return _xp.asum(term, axis=-1)
 
 
 def kl_logp(logp: Array, logq: Array) -> Array:

@@ -1,0 +1,18 @@
+"""Shared test setup: offline Hugging Face, float64 numpy, a seeded generator."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh, seeded numpy generator per test."""
+    return np.random.default_rng(20240611)
