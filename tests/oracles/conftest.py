@@ -23,14 +23,23 @@ TEXTS = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from threads, and oversubscribed CPUs make them 10x slower; restore after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Paths of tiny saved models: ``reward`` (1 label), ``pair`` (2 labels), ``judge`` (causal LM)."""
-    import torch
 
     from nashalign.llm.tiny import build_causal_lm, build_sequence_classifier, build_tokenizer
 
-    torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("tiny_models")
     tok = build_tokenizer(TEXTS, vocab_size=300)
     paths = {}
