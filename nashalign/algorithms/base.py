@@ -301,6 +301,7 @@ class MirrorAlgorithm(Algorithm):
         return self.anchor(inputs.logp_anchor, inputs.logp_ref, inputs.step)
 
     def loss(self, inputs: LossInputs) -> LossOutput:
+        inputs = without_zero_weight_terms(inputs)
         eta = self.step_size(inputs.step)
         anchor = self.loss_anchor(inputs)
         fn = _losses.FORMS[self.form]
@@ -311,6 +312,32 @@ class MirrorAlgorithm(Algorithm):
             out = fn(inputs.logp, anchor, inputs.signal, eta, inputs.weights)
         loss = out.pop("loss")
         return LossOutput(loss, {"loss": loss.detach(), **{k: v.detach() for k, v in out.items()}})
+
+
+def without_zero_weight_terms(inputs: LossInputs) -> LossInputs:
+    """Zero the inputs of weight-0 rows/responses so they add neither NaN to the loss nor to its gradient.
+
+    An exact enumeration over a policy with a zero-probability response gives rows of weight 0 whose anchor
+    is ``-inf``; ``0 * inf`` would make the whole loss NaN.  Replacing those entries by 0 before any arithmetic
+    keeps the loss value (weight 0) and gives them a zero gradient.
+    """
+    w = inputs.weights
+    if w is None:
+        return inputs
+    import torch
+
+    zero = (w == 0) if w.ndim == inputs.logp.ndim else (w == 0).unsqueeze(-1)
+    if not bool(zero.any()):
+        return inputs
+    zero = zero.expand(inputs.logp.shape)
+
+    def fix(x: Any) -> Any:
+        return None if x is None else torch.where(zero, torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+    return replace(
+        inputs, logp=fix(inputs.logp), logp_anchor=fix(inputs.logp_anchor), logp_ref=fix(inputs.logp_ref),
+        signal=fix(inputs.signal), logp_behavior=fix(inputs.logp_behavior),
+    )
 
 
 def current(state: State) -> Opponent:

@@ -24,7 +24,15 @@ from dataclasses import dataclass
 
 from nashalign import _xp
 from nashalign.algorithms import _losses
-from nashalign.algorithms.base import Algorithm, LossInputs, LossOutput, Opponent, State, current
+from nashalign.algorithms.base import (
+    Algorithm,
+    LossInputs,
+    LossOutput,
+    Opponent,
+    State,
+    current,
+    without_zero_weight_terms,
+)
 from nashalign.algorithms.registry import register
 
 
@@ -62,6 +70,7 @@ class OnlineIPO(Algorithm):
         return inputs.logp_ref
 
     def loss(self, inputs: LossInputs) -> LossOutput:
+        inputs = without_zero_weight_terms(inputs)
         out = _losses.regression(inputs.logp, inputs.logp_ref, inputs.signal, 1.0 / self.tau, inputs.weights)
         loss = out.pop("loss")
         return LossOutput(loss, {"loss": loss.detach(), **{k: v.detach() for k, v in out.items()}})
