@@ -1,0 +1,91 @@
+"""Deliberately naive reference implementations of every exact step (SPEC.md section 13).
+
+One context at a time, one response at a time, plain Python floats and ``math``: no numpy broadcasting,
+no shared code with :mod:`nashalign.algorithms`.  The batched library steps are checked against these
+loops in ``test_contract.py``.  Policies are lists of log-probabilities (``-inf`` = probability 0).
+"""
+
+from __future__ import annotations
+
+import math
+
+NEG_INF = float("-inf")
+
+
+def normalize(z: list[float]) -> list[float]:
+    """``z - logsumexp(z)`` by hand."""
+    top = max(z)
+    total = sum(math.exp(v - top) for v in z if v != NEG_INF)
+    lse = top + math.log(total)
+    return [v - lse for v in z]
+
+
+def win(P: list[list[float]], logq: list[float]) -> list[float]:
+    """``P(y > q) = sum_{y'} q(y') P[y][y']`` for every response ``y``."""
+    n = len(logq)
+    return [sum(P[y][k] * math.exp(logq[k]) for k in range(n)) for y in range(n)]
+
+
+def mix(logp: list[float], logmu: list[float], w: float) -> list[float]:
+    """``log pi^{1-w} mu^w`` (unnormalised); ``w = 0`` is ``log pi`` exactly."""
+    if w == 0:
+        return list(logp)
+    return [(1 - w) * a + w * b for a, b in zip(logp, logmu)]
+
+
+def mirror(logp, logmu, signal, eta, tau):
+    """``normalize((1 - eta tau) log pi + eta tau log mu + eta s)`` (SPEC.md 13, ``omd_reg``)."""
+    anchor = mix(logp, logmu, eta * tau)
+    return normalize([a + eta * s for a, s in zip(anchor, signal)])
+
+
+def step_one_context(name: str, hp: dict, P, logp, logmu, memory: dict):
+    """One iteration of ``name`` on one context; returns ``(logp_next, memory_next)``."""
+    eta, tau = hp["eta"], hp.get("tau", 0.0)
+    if name in ("mwu", "sppo", "spo", "dno", "omd", "inpo"):
+        return mirror(logp, logmu, win(P, logp), eta, tau), {}
+    if name == "nash_md":
+        w = eta * tau if hp.get("mixture") is None else hp["mixture"]
+        opp = normalize(mix(logp, logmu, w))
+        return mirror(logp, logmu, win(P, opp), eta, tau), {}
+    if name == "egpo":
+        half = mirror(logp, logmu, win(P, logp), eta, tau)
+        return mirror(logp, logmu, win(P, half), eta, tau), {}
+    if name == "omwu":
+        g, g_prev = win(P, logp), win(P, memory["prev"])
+        return mirror(logp, logmu, [2 * a - b for a, b in zip(g, g_prev)], eta, tau), {"prev": list(logp)}
+    if name == "nash_ema":
+        beta = hp.get("beta", 0.1)
+        new = mirror(logp, logmu, win(P, normalize(memory["ema"])), eta, tau)
+        return new, {"ema": [(1 - beta) * e + beta * v for e, v in zip(memory["ema"], new)]}
+    if name == "online_ipo":
+        # theta <- theta - eta * 4 pi (e - E_pi e), e = log(pi/mu) - P(. > pi)/tau (SPEC.md section 4)
+        n = len(logp)
+        pi = [math.exp(v) for v in logp]
+        w = win(P, logp)
+        e = [(logp[y] - logmu[y] - w[y] / tau) if pi[y] > 0 else 0.0 for y in range(n)]
+        mean_e = sum(pi[y] * e[y] for y in range(n))
+        return normalize([logp[y] - eta * 4 * pi[y] * (e[y] - mean_e) for y in range(n)]), {}
+    raise KeyError(name)
+
+
+def initial_memory(name: str, logp: list[float]) -> dict:
+    if name == "omwu":
+        return {"prev": list(logp)}
+    if name == "nash_ema":
+        return {"ema": list(logp)}
+    return {}
+
+
+def run(name: str, hp: dict, P, logp0, logmu, steps: int) -> list[list[float]]:
+    """``steps`` iterations on every context of ``P`` (``C x n x n`` nested lists), context by context."""
+    out = []
+    for c in range(len(P)):
+        lp = [float(v) for v in logp0[c]]
+        lm = [float(v) for v in logmu[c]]
+        Pc = [[float(v) for v in row] for row in P[c]]
+        mem = initial_memory(name, lp)
+        for _ in range(steps):
+            lp, mem = step_one_context(name, hp, Pc, lp, lm, mem)
+        out.append(lp)
+    return out
