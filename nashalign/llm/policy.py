@@ -336,6 +336,8 @@ class CausalLMPolicy:
             raise ValueError(f"max_prompt_length must be >= 1, got {max_prompt_length}.")
         self.max_prompt_length = int(max_prompt_length)
         self.is_peft = _is_peft(model)
+        # Where mu comes from: a separate model given/loaded (wins), the adapter-off base, or a frozen copy.
+        self._adapter_reference = self.is_peft and reference_model is None
         self._ref_model = reference_model
         if reference_model is not None:
             reference_model.eval().requires_grad_(False)
@@ -487,7 +489,7 @@ class CausalLMPolicy:
         Under LoRA/PEFT it is the same module with the adapter disabled inside the ``with`` block (do
         not run the policy there); otherwise a separate frozen model.
         """
-        if self.is_peft:
+        if self._adapter_reference:
             with self.model.disable_adapter():
                 yield self.model
             return
@@ -661,7 +663,7 @@ class CausalLMPolicy:
         if isinstance(model, str):
             if model != "reference":
                 raise ValueError(f"model must be None, 'reference' or a module, got {model!r}.")
-            if self.is_peft:
+            if self._adapter_reference:
                 return self.model, self.model.disable_adapter
             if self._ref_model is None:
                 self.freeze_reference()
@@ -899,7 +901,11 @@ class CausalLMPolicy:
 
     def __repr__(self) -> str:
         name = getattr(getattr(self.model, "config", None), "_name_or_path", type(self.model).__name__)
-        ref = "adapter-off base" if self.is_peft else ("separate model" if self._ref_model is not None else "copy")
+        ref = (
+            "adapter-off base"
+            if self._adapter_reference
+            else ("separate model" if self._ref_model is not None else "copy")
+        )
         return (
             f"CausalLMPolicy({name!r}, device={self.device}, reference={ref}, chat_template={self.use_chat_template})"
         )

@@ -357,3 +357,11 @@ def test_importing_nashalign_does_not_import_transformers():
         "nashalign.llm.Samples; assert 'nashalign.llm.policy' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lora_with_explicit_reference_uses_it(load_policy, tiny_lm_dir, random_lm_dir):
+    pol = load_policy(tiny_lm_dir, lora=dict(r=2, lora_alpha=4, target_modules=["q_proj"]), reference=random_lm_dir)
+    s = pol.encode(PROMPTS, ["paper", "green", "three"])
+    want = load_policy(random_lm_dir).sequence_logprobs(s)
+    torch.testing.assert_close(pol.sequence_logprobs(s, model="reference"), want, atol=1e-6, rtol=0)
+    assert "separate model" in repr(pol)
