@@ -6,6 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from nashalign.oracles import (
     ClassMatrixOracle,
@@ -51,12 +52,27 @@ def test_every_oracle_config_is_tested():
 
 
 def test_matrix_config_takes_the_game_node():
-    oracle = make("matrix", ["+game=[[0.5,0.2],[0.8,0.5]]", "oracle.oracle.bernoulli=true", "oracle.oracle.seed=3"])
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="oracle/matrix", overrides=["oracle.oracle.bernoulli=true", "oracle.oracle.seed=3"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.game = [[0.5, 0.2], [0.8, 0.5]]  # what the app's `game` node interpolates to (here a plain matrix)
+    oracle = instantiate(cfg.oracle)
     assert isinstance(oracle, MatrixOracle) and oracle.bernoulli  # validate: false keeps the hot path bare
-    out = oracle(
-        torch.zeros(2000, dtype=torch.long), torch.ones(2000, dtype=torch.long), torch.zeros(2000, dtype=torch.long)
-    )
+    n = 2000
+    out = oracle(torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long), torch.zeros(n, dtype=torch.long))
     assert set(out.tolist()) == {0.0, 1.0} and abs(out.mean().item() - 0.8) < 0.05
+
+
+@pytest.mark.skipif(not (CONF / "game" / "rps.yaml").exists(), reason="conf/game/rps.yaml not present")
+def test_matrix_config_with_the_game_group():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="oracle/matrix")
+    OmegaConf.set_struct(cfg, False)
+    cfg.game = OmegaConf.load(CONF / "game" / "rps.yaml")  # the app's `game` node: a _target_ config
+    oracle = instantiate(cfg.oracle)
+    assert isinstance(oracle, MatrixOracle)
+    p = oracle([0, 0, 0], [1, 2, 0], [0, 1, 0])  # paper > rock, scissors > paper, rock vs rock
+    assert p[2].item() == 0.5 and bool((p[:2] > 0.5).all())
 
 
 def test_class_matrix_config_defaults_to_rock_paper_scissors():
