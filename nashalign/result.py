@@ -72,7 +72,10 @@ class SolveResult:
         average: the uniform average ``(1/T) sum_{t=1..T} pi_t``.
         history: :class:`History` of the recorded steps.
         settings: everything that produced the run (algorithm, hyperparameters, steps, backend, seed, ...).
-        status: ``"ok"`` (ran all steps), ``"converged"`` (reached ``tol``) or ``"diverged"``.
+        status: ``"ok"`` (ran all steps), ``"converged"`` (reached ``tol``), ``"diverged"`` (the last iterate
+            moved away from the regularised equilibrium, or became NaN) or ``"stalled"`` (with ``tau > 0``, the
+            last iterate stopped approaching ``pi*_tau``: a limit cycle, or a biased fixed point such as
+            Nash-MD's with a constant step).
         diverged_at: the step where divergence was detected, else None.
         message: a human-readable account of the status.
         state: the final algorithm state (resume with ``solve(..., state=result.state)``).
@@ -105,8 +108,8 @@ class SolveResult:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> SolveResult:
-        p = Path(str(text_or_path))
-        text = p.read_text() if len(str(text_or_path)) < 4096 and p.exists() else str(text_or_path)
+        raw = str(text_or_path)
+        text = raw if raw.lstrip().startswith("{") else Path(raw).read_text()
         d = json.loads(text)
         return cls(
             last=np.asarray(d["last"]),

@@ -274,11 +274,35 @@ def solve(
             _save_checkpoint(ckpt, st, avg_sum, history, queries)
     if bar is not None:
         bar.close()
+    if status == "ok" and tau_f > 0:
+        status, message = _stall_check(history, message)
     if ckpt is not None:
         _save_checkpoint(ckpt, st, avg_sum, history, queries)
     last = g.unbatch(_xp.exp(st.logp))
     average = g.unbatch(avg_sum / (st.t - base_t)) if st.t > base_t else last
     return SolveResult(last, average, history, settings, status, diverged_at, message, st)
+
+
+def _stall_check(history: History, message: str) -> tuple[str, str]:
+    """``"stalled"`` when the regularised exploitability of the last iterate made no progress over the last
+    quarter of the records (its maximum there is above 90% of its maximum over the quarter before) while it
+    is still above 1e-9.
+
+    Linearly convergent rules shrink it by orders of magnitude per quarter of a long run; a limit cycle or
+    a biased fixed point keeps it flat.
+    """
+    r = history["reg_expl_last"]
+    if len(r) < 8:
+        return "ok", message
+    q = max(len(r) // 4, 2)
+    last, before = r[-q:], r[-2 * q : -q]
+    if last.max() > 1e-9 and last.max() > 0.9 * before.max():
+        return "stalled", (
+            f"the last iterate stopped approaching the regularised equilibrium: regularised exploitability "
+            f"peaked at {before.max():.3g} then {last.max():.3g} over the last two quarters of the run (a limit cycle, or a biased fixed point "
+            "such as Nash-MD's with a constant step); lower eta, or use EGPO/OMWU."
+        )
+    return "ok", message
 
 
 def _save_checkpoint(path: Path, st: State, avg_sum: Any, history: History, queries: int) -> None:

@@ -118,11 +118,7 @@ def test_torch_backend_matches_numpy():
     "source",
     [
         "path",
-        pytest.param("text", marks=pytest.mark.xfail(
-            strict=True, raises=OSError,
-            reason="result.py bug: from_json(text) calls Path(text).exists() on JSON text under 4096 chars, "
-                   "which raises 'File name too long' for any text over 255 bytes",
-        )),
+        "text",
     ],
 )
 def test_result_round_trips_through_json(tmp_path, source):
