@@ -1,0 +1,631 @@
+"""Outputs of runs and sweeps: JSON/CSV writers, markdown tables and log-scale convergence plots.
+
+Two layers, both usable without Hydra (the LLM app reuses the first for its curves):
+
+* generic writers: :func:`write_json`, :func:`read_json`, :func:`write_csv`, :func:`markdown_table`,
+  :func:`format_number`, :class:`Curve` and :func:`plot_curves` (matplotlib, imported lazily, drawn on an
+  Agg canvas without touching pyplot's global state);
+* the tabular run/sweep record: :func:`run_record` + :func:`write_run` write one solve's
+  ``history.json``, ``history.csv``, ``result.json`` and ``run.json``; :func:`load_runs` +
+  :func:`write_summary` turn a directory of runs (any launcher) into ``summary.md``, ``summary.csv`` and
+  one ``plot_<group>.png`` per game (or per game and ``tau``).
+
+Which number measures a run (``metric``):
+
+* ``"expl"``: exploitability ``max_y P(y > pi) - 1/2`` (distance to the Nash equilibrium, ``tau = 0``);
+* ``"reg_expl"``: regularised exploitability ``DG_tau(pi)/2 = tau KL(pi || BR_tau(pi))``;
+* ``"dg"``: the regularised duality gap ``DG_tau = 2 reg_expl`` (EGPO's metric);
+* ``"kl_target"``: ``KL(pi* || pi)`` to the exact equilibrium from cvxpy (``pi*_tau`` when ``tau > 0``);
+* ``"auto"``: ``kl_target`` for ``tau > 0`` runs with a known target (``reg_expl`` without one),
+  ``expl`` for ``tau = 0`` runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "METRICS",
+    "Curve",
+    "format_number",
+    "load_runs",
+    "markdown_table",
+    "one_line",
+    "plot_curves",
+    "read_json",
+    "run_record",
+    "summary_rows",
+    "write_csv",
+    "write_json",
+    "write_run",
+    "write_summary",
+]
+
+#: Values below this are drawn at this height on log-scale plots (exact zeros, float round-off).
+PLOT_FLOOR = 1e-16
+
+#: Tables print metric values below this as ``~0`` (KL and exploitability round-off around 0).
+TINY = 1e-15
+
+#: metric -> (history column of the last iterate, of the average, scale, axis label)
+METRICS: dict[str, tuple[str, str, float, str]] = {
+    "expl": ("expl_last", "expl_avg", 1.0, "exploitability"),
+    "reg_expl": ("reg_expl_last", "reg_expl_avg", 1.0, "regularized exploitability"),
+    "dg": ("reg_expl_last", "reg_expl_avg", 2.0, "DG_tau (regularized duality gap)"),
+    "kl_target": ("kl_target_last", "kl_target_avg", 1.0, "KL(target || pi)"),
+}
+
+
+# ============================================================================ generic writers
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON (numpy arrays/scalars converted; NaN kept as ``NaN``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_jsonable(obj), indent=1, default=str, allow_nan=True))
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file written by :func:`write_json` (or :meth:`SolveResult.to_json`)."""
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (dicts) as CSV; ``columns`` fixes the order (default: keys in first-seen order)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: _csv_value(r.get(c)) for c in columns})
+    return path
+
+
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # full precision, round-trips through float()
+    return v
+
+
+def format_number(v: Any, digits: int = 3, tiny: float | None = None) -> str:
+    """Compact human formatting: ``0``, ``0.125``, ``3.4e-07``, ``nan`` -> ``-``; other types via ``str``.
+
+    With ``tiny``, floats with ``|v| < tiny`` print as ``~0`` (round-off around an exact zero).
+    """
+    if v is None:
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        x = float(v)
+        if math.isnan(x):
+            return "-"
+        if x == 0:
+            return "0"
+        if tiny is not None and abs(x) < tiny:
+            return "~0"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        if 1e-3 <= abs(x) < 1e4:
+            return f"{x:.{digits}g}"
+        return f"{x:.{max(digits - 2, 0)}e}" if digits > 2 else f"{x:.0e}"
+    return str(v)
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str | tuple[str, str]],
+    digits: int = 3,
+    tiny: float | None = None,
+) -> str:
+    """A GitHub-flavoured markdown table.
+
+    Args:
+        rows: one mapping per row.
+        columns: keys, or ``(key, header)`` pairs; missing values print as ``-``.
+        digits: significant digits for floats (:func:`format_number`).
+        tiny: floats below this in absolute value print as ``~0``.
+
+    Example:
+        >>> print(markdown_table([{"alg": "egpo", "kl": 1.5e-9}], ["alg", ("kl", "KL")]))
+        | alg | KL |
+        |---|---|
+        | egpo | 1.5e-09 |
+    """
+    cols = [(c, c) if isinstance(c, str) else (c[0], c[1]) for c in columns]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [format_number(r.get(k), digits, tiny).replace("|", "\\|") for k, _ in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Curve:
+    """One line of a plot: ``y`` against ``x``, with a matplotlib ``linestyle`` and an optional ``color``.
+
+    ``legend=False`` keeps the line out of the legend (e.g. the dashed average of an algorithm whose
+    solid last-iterate line is already listed).
+    """
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    linestyle: str = "-"
+    color: str | None = None
+    legend: bool = True
+    linewidth: float = 1.6
+
+
+def plot_curves(
+    series: Iterable[Curve | Mapping[str, Any]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    logy: bool = True,
+    title: str | None = None,
+    styles: Mapping[str, str] | None = None,
+    floor: float = PLOT_FLOOR,
+    logx: bool = False,
+) -> Path:
+    """Plot curves into a PNG (matplotlib Agg canvas, no pyplot state).
+
+    Args:
+        series: :class:`Curve` objects or dicts with the same fields.
+        path: output ``.png``.
+        xlabel, ylabel, title: axis labels and title.
+        logy: log-scale y axis; values ``<= floor`` (exact zeros, round-off) are drawn at ``floor``.
+        styles: extra legend entries for line styles, e.g. ``{"-": "last iterate", "--": "average"}``.
+        floor: the lowest value drawn on a log axis.
+        logx: log-scale x axis (points at ``x <= 0`` dropped).
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    curves = [c if isinstance(c, Curve) else Curve(**c) for c in series]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_legend = sum(c.legend for c in curves) + (len(styles) if styles else 0)
+    fig = Figure(figsize=(9.0 if n_legend > 8 else 7.5, 5.0), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    clipped = False
+    for c in curves:
+        x = np.asarray(c.x, dtype=float)
+        y = np.asarray(c.y, dtype=float)
+        if logy:
+            low = np.isfinite(y) & (y <= floor)
+            clipped |= bool(low.any())
+            y = np.where(low, floor, y)
+        if logx:
+            keep = x > 0
+            x, y = x[keep], y[keep]
+        ax.plot(x, y, linestyle=c.linestyle, color=c.color, lw=c.linewidth, label=c.label if c.legend else "_nolegend_")
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if clipped:
+        fig.text(
+            0.01,
+            0.005,
+            f"values below {floor:.0e} (exact zeros, round-off) are drawn at {floor:.0e}",
+            fontsize=7,
+            color="0.4",
+        )
+    if title:
+        ax.set_title(title)
+    ax.grid(True, which="major", alpha=0.35)
+    handles, labels = ax.get_legend_handles_labels()
+    for ls, text in (styles or {}).items():
+        handles.append(Line2D([], [], color="0.3", linestyle=ls))
+        labels.append(text)
+    if handles:
+        if n_legend > 8:
+            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        else:
+            ax.legend(handles, labels, loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+# ============================================================================ one run
+def _floats(x: Any) -> list[float]:
+    arr = np.atleast_1d(np.asarray(x, dtype=float))
+    return [float(v) for v in arr]
+
+
+def run_record(
+    result: Any,
+    game: Any,
+    *,
+    game_name: str,
+    label: str,
+    target: Any = None,
+    target_kind: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary of one solve that a sweep summary reads back (``run.json``).
+
+    Besides the settings and the last history row it stores the final metrics *per context*
+    (``contexts``), so a batched game of ``C`` contexts (e.g. ``C`` independent random games) can be
+    reported by median/max over its contexts.
+
+    Args:
+        result: the :class:`~nashalign.result.SolveResult`.
+        game: the (numpy) game it was run on.
+        game_name: the game's name in tables and file names.
+        label: the row label (usually the algorithm's config name).
+        target: the equilibrium ``KL(target || pi)`` was measured against, or None.
+        target_kind: a description of ``target`` (``"Nash"``, ``"regularized Nash (tau=0.1)"``).
+        extra: more keys to store (overrides, job number, ...).
+    """
+    from nashalign import metrics
+
+    settings = result.settings
+    hp = settings.get("hyperparameters", {})
+    tau = float(hp.get("tau", 0.0) or 0.0)
+    ref = game.ref
+    contexts: dict[str, list[float]] = {}
+    for name, pol in (("last", result.last), ("avg", result.average)):
+        pol = np.asarray(pol, dtype=float)
+        contexts[f"expl_{name}"] = _floats(metrics.exploitability(game, pol))
+        if tau > 0:
+            contexts[f"reg_expl_{name}"] = _floats(metrics.exploitability(game, pol, tau=tau, ref=ref))
+        if target is not None:
+            contexts[f"kl_target_{name}"] = _floats(metrics.kl_divergence(game, target, pol))
+    hist = result.history
+    final = {c: hist.last(c) for c in hist.rows[-1]} if len(hist) else {}
+    rec: dict[str, Any] = {
+        "game": game_name,
+        "label": label,
+        "algorithm": settings.get("algorithm"),
+        "hyperparameters": hp,
+        "eta": hp.get("eta"),
+        "tau": tau,
+        "mode": settings.get("mode"),
+        "steps": settings.get("steps"),
+        "seed": settings.get("seed"),
+        "num_contexts": settings.get("num_contexts"),
+        "num_responses": settings.get("num_responses"),
+        "target": target_kind if target is not None else None,
+        "status": result.status,
+        "diverged_at": result.diverged_at,
+        "message": result.message,
+        "final": final,
+        "contexts": contexts,
+        "settings": settings,
+    }
+    if extra:
+        rec.update(extra)
+    return rec
+
+
+def write_run(out_dir: str | Path, result: Any, record: Mapping[str, Any]) -> dict[str, Path]:
+    """Write ``history.json``, ``history.csv``, ``result.json`` and ``run.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "history.json": write_json(result.history.as_dict(), out / "history.json"),
+        "history.csv": out / "history.csv",
+        "result.json": out / "result.json",
+        "run.json": write_json(record, out / "run.json"),
+    }
+    result.history.to_csv(paths["history.csv"])
+    result.to_json(paths["result.json"])
+    return paths
+
+
+def _auto_metric(run: Mapping[str, Any], metric: str) -> str:
+    if metric != "auto":
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose 'auto' or one of {sorted(METRICS)}.")
+        return metric
+    if float(run.get("tau") or 0.0) > 0:
+        return "kl_target" if run.get("target") else "reg_expl"
+    return "expl"
+
+
+def _metric_label(m: str, run: Mapping[str, Any]) -> str:
+    if m == "kl_target":
+        return "KL to pi*_tau" if float(run.get("tau") or 0) > 0 else "KL to pi*"
+    return {"expl": "expl", "reg_expl": "reg. expl", "dg": "DG_tau"}[m]
+
+
+def one_line(record: Mapping[str, Any], metric: str = "auto") -> str:
+    """``label on game: <metric> last=..., avg=... (status, time)`` for the log of one run."""
+    m = _auto_metric(record, metric)
+    col_last, col_avg, scale, _ = METRICS[m]
+    fin = record.get("final", {})
+    last = scale * float(fin.get(col_last, math.nan))
+    avg = scale * float(fin.get(col_avg, math.nan))
+    return (
+        f"{record['label']} on {record['game']} (eta={format_number(record.get('eta'))}, "
+        f"tau={format_number(record.get('tau'))}, {record.get('steps')} steps, {record.get('mode')}): "
+        f"{_metric_label(m, record)} last={format_number(last)} avg={format_number(avg)} "
+        f"[{record.get('status')}, {format_number(fin.get('time'))} s]"
+    )
+
+
+# ============================================================================ sweeps
+def load_runs(root: str | Path) -> list[dict[str, Any]]:
+    """Every ``run.json`` under ``root`` (any depth), each with its ``history`` and ``dir`` attached.
+
+    Ordered by Hydra's job number when present, else by path.
+    """
+    root = Path(root)
+    runs = []
+    for p in sorted(root.rglob("run.json")):
+        rec = read_json(p)
+        hist_path = p.parent / "history.json"
+        rec["history"] = read_json(hist_path) if hist_path.exists() else {}
+        rec["dir"] = str(p.parent)
+        runs.append(rec)
+    runs.sort(key=lambda r: (r.get("job") if isinstance(r.get("job"), int) else 1 << 30, r["dir"]))
+    return runs
+
+
+#: Settings that may distinguish two runs with the same label inside one plot/table group.
+_VARYING_KEYS = ("eta", "tau", "mixture", "beta", "form", "mode", "steps", "seed")
+
+
+def _value_of(run: Mapping[str, Any], key: str) -> Any:
+    if key in run and key not in ("hyperparameters",):
+        return run[key]
+    return run.get("hyperparameters", {}).get(key)
+
+
+def _labels(runs: Sequence[Mapping[str, Any]], group_by: Sequence[str]) -> list[str]:
+    """Row labels, made unique within a group by the settings that differ (``egpo (eta=0.5)``)."""
+    labels = [str(r["label"]) for r in runs]
+    buckets: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        buckets.setdefault((_group_key(r, group_by), labels[i]), []).append(i)
+    for idx in buckets.values():
+        if len(idx) < 2:
+            continue
+        keys = [k for k in _VARYING_KEYS if k not in group_by and len({repr(_value_of(runs[i], k)) for i in idx}) > 1]
+        for i in idx:
+            extra = ", ".join(f"{k}={format_number(_value_of(runs[i], k))}" for k in keys)
+            labels[i] = f"{labels[i]} ({extra})" if extra else f"{labels[i]} #{i}"
+    return labels
+
+
+def _group_key(run: Mapping[str, Any], group_by: Sequence[str]) -> tuple:
+    return tuple(_value_of(run, k) for k in group_by)
+
+
+def _group_name(key: tuple, group_by: Sequence[str]) -> str:
+    parts = []
+    for k, v in zip(group_by, key):
+        parts.append(str(v) if k == "game" else f"{k}{format_number(v)}")
+    return "_".join(parts).replace("/", "-").replace(" ", "")
+
+
+def summary_rows(
+    runs: Sequence[Mapping[str, Any]], metric: str = "auto", group_by: Sequence[str] = ("game",)
+) -> list[dict[str, Any]]:
+    """One table row per run: settings, the target, the metric for the last and average iterates.
+
+    Columns: ``game, algorithm, eta, tau, mode, steps, target, metric, last, avg, ctx_median, ctx_max,
+    expl_last, queries, status, time_s``.  ``last``/``avg`` are the metric's final values (mean over
+    contexts, as in the history); ``ctx_median``/``ctx_max`` are the median and max over contexts of
+    the last iterate's metric (``C`` contexts = ``C`` independent games).
+    """
+    labels = _labels(runs, group_by)
+    rows = []
+    for run, label in zip(runs, labels):
+        m = _auto_metric(run, metric)
+        col_last, col_avg, scale, _ = METRICS[m]
+        fin = run.get("final", {})
+        per_ctx = run.get("contexts", {}).get(col_last)
+        ctx = scale * np.asarray(per_ctx, dtype=float) if per_ctx else None
+        tau = float(run.get("tau") or 0.0)
+        rows.append(
+            {
+                "game": run.get("game"),
+                "algorithm": label,
+                "eta": run.get("eta"),
+                "tau": tau,
+                "mode": run.get("mode"),
+                "steps": run.get("steps"),
+                "target": run.get("target") or ("Nash" if tau == 0 else f"regularized Nash (tau={tau:g})"),
+                "metric": _metric_label(m, run),
+                "last": scale * float(fin.get(col_last, math.nan)),
+                "avg": scale * float(fin.get(col_avg, math.nan)),
+                "ctx_median": float(np.median(ctx)) if ctx is not None else math.nan,
+                "ctx_max": float(np.max(ctx)) if ctx is not None else math.nan,
+                "num_contexts": run.get("num_contexts"),
+                "expl_last": float(fin.get("expl_last", math.nan)),
+                "queries": int(fin.get("queries", 0) or 0),
+                "status": run.get("status"),
+                "time_s": float(fin.get("time", math.nan)),
+                "dir": run.get("dir"),
+            }
+        )
+    return rows
+
+
+def _table_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    cols = [
+        ("game", "game"),
+        ("algorithm", "algorithm"),
+        ("eta", "eta"),
+        ("tau", "tau"),
+        ("target", "measured against"),
+        ("metric", "metric"),
+        ("last", "last iterate"),
+        ("avg", "average iterate"),
+    ]
+    if any((r.get("num_contexts") or 1) > 1 for r in rows):
+        cols += [("ctx_median", "last: median over contexts"), ("ctx_max", "last: max over contexts")]
+    cols.append(("steps", "steps"))
+    if any(r.get("mode") == "sampled" for r in rows):
+        cols += [("mode", "mode"), ("queries", "queries")]
+    cols += [("status", "status"), ("time_s", "time [s]")]
+    return cols
+
+
+def write_summary(
+    root: str | Path,
+    runs: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    metric: str = "auto",
+    x_axis: str = "auto",
+    group_by: Sequence[str] = ("game",),
+    plots: bool = True,
+    title: str | None = None,
+) -> dict[str, Any]:
+    """Write ``summary.md``, ``summary.csv`` and ``plot_<group>.png`` for the runs under ``root``.
+
+    Args:
+        root: the sweep (or run) directory; outputs go here.
+        runs: the records (default: :func:`load_runs` of ``root``).
+        metric: ``"auto"`` or a key of :data:`METRICS` (see the module docstring).
+        x_axis: ``"step"`` (iterations), ``"queries"`` (preference-oracle queries) or ``"auto"``
+            (queries when every run of a plot is sampled, else iterations).
+        group_by: one plot per distinct value of these run keys (``("game",)``, ``("game", "tau")``).
+        plots: write the PNGs.
+        title: a heading for ``summary.md``.
+
+    Returns:
+        ``{"markdown": str, "rows": list, "summary_md": Path, "summary_csv": Path, "plots": [Path, ...]}``.
+    """
+    if x_axis not in ("auto", "step", "queries"):
+        raise ValueError(f"x_axis must be 'auto', 'step' or 'queries', got {x_axis!r}.")
+    root = Path(root)
+    runs = load_runs(root) if runs is None else list(runs)
+    group_by = tuple(group_by)
+    first: dict[tuple, int] = {}
+    for i, r in enumerate(runs):  # groups in order of first appearance (the sweep's order), runs in job order
+        first.setdefault(_group_key(r, group_by), i)
+    runs = sorted(runs, key=lambda r: first[_group_key(r, group_by)])
+    rows = summary_rows(runs, metric=metric, group_by=group_by)
+    md = markdown_table(rows, _table_columns(rows), tiny=TINY)
+    head = f"# {title}\n\n" if title else ""
+    note = (
+        "\n\n`last`/`average` are the final values of `metric` (mean over contexts). Rows with tau = 0 are "
+        "measured against the Nash equilibrium by exploitability; rows with tau > 0 against the regularized "
+        "equilibrium pi*_tau (exact, from cvxpy) by KL(pi*_tau || pi) unless another metric was asked for.\n"
+    )
+    summary_md = root / "summary.md"
+    summary_md.write_text(head + md + note)
+    summary_csv = write_csv(rows, root / "summary.csv")
+    pngs: list[Path] = []
+    if plots and runs:
+        labels = [r["algorithm"] for r in rows]
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(runs):
+            groups.setdefault(_group_key(r, group_by), []).append(i)
+        for key, idx in groups.items():
+            pngs.append(
+                _plot_group(root, key, group_by, [runs[i] for i in idx], [labels[i] for i in idx], metric, x_axis)
+            )
+    return {"markdown": md, "rows": rows, "summary_md": summary_md, "summary_csv": summary_csv, "plots": pngs}
+
+
+def _plot_group(
+    root: Path,
+    key: tuple,
+    group_by: Sequence[str],
+    runs: Sequence[Mapping[str, Any]],
+    labels: Sequence[str],
+    metric: str,
+    x_axis: str,
+) -> Path:
+    xcol = x_axis
+    if x_axis == "auto":
+        xcol = "queries" if all(r.get("mode") == "sampled" for r in runs) else "step"
+    # Runs whose curves coincide (e.g. mwu = sppo = spo = dno, omd = inpo on exact dynamics) share one
+    # line and one legend entry "mwu = sppo", so that no line hides another.
+    entries: list[dict[str, Any]] = []
+    used = set()
+    for run, label in zip(runs, labels):
+        m = _auto_metric(run, metric)
+        used.add(_metric_label(m, run))
+        col_last, col_avg, scale, _ = METRICS[m]
+        h = run.get("history", {})
+        x = np.asarray(h.get(xcol, []), dtype=float)
+        ys = [scale * np.asarray(h.get(c, [math.nan] * len(x)), dtype=float) for c in (col_last, col_avg)]
+        suffix = f" [{_metric_label(m, run)}]" if metric == "auto" else ""
+        for e in entries:
+            if e["suffix"] == suffix and _same_curves(e["x"], e["ys"], x, ys):
+                e["labels"].append(label)
+                break
+        else:
+            entries.append({"x": x, "ys": ys, "labels": [label], "suffix": suffix})
+    curves = []
+    k = len(entries)
+    for i, (e, color) in enumerate(zip(entries, _colors(k))):
+        lw = 2.8 - 1.6 * i / max(k - 1, 1)  # earlier lines wider: near-coincident lines stay visible
+        for y, ls, legend in ((e["ys"][0], "-", True), (e["ys"][1], "--", False)):
+            if np.isfinite(y).any():
+                curves.append(Curve(" = ".join(e["labels"]) + e["suffix"], e["x"], y, ls, color, legend, lw))
+    name = _group_name(key, group_by)
+    title = ", ".join(f"{k} = {format_number(v)}" if k != "game" else f"game: {v}" for k, v in zip(group_by, key))
+    ylabel = " / ".join(sorted(used)) if metric == "auto" else METRICS[metric][3]
+    xlabel = "preference-oracle queries" if xcol == "queries" else "iterations"
+    return plot_curves(
+        curves,
+        root / f"plot_{name}.png",
+        xlabel=xlabel,
+        ylabel=ylabel,
+        logy=True,
+        title=title + "  (solid: last iterate, dashed: average)",
+        styles={"-": "last iterate", "--": "average iterate"},
+    )
+
+
+def _same_curves(x1: np.ndarray, ys1: Sequence[np.ndarray], x2: np.ndarray, ys2: Sequence[np.ndarray]) -> bool:
+    if x1.shape != x2.shape or not np.array_equal(x1, x2):
+        return False
+    floor = PLOT_FLOOR
+    return all(
+        a.shape == b.shape
+        and np.allclose(np.maximum(a, floor), np.maximum(b, floor), rtol=1e-9, atol=0, equal_nan=True)
+        for a, b in zip(ys1, ys2)
+    )
+
+
+def _colors(k: int) -> list[str]:
+    base = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+        "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8",
+    ]  # fmt: skip
+    return [base[i % len(base)] for i in range(k)]

@@ -1,0 +1,145 @@
+"""nashalign.reporting: writers, tables, plots, and the sweep summary built from run records (no Hydra)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import nashalign
+from nashalign import reporting
+from nashalign.games import random_game, rock_paper_scissors
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ generic writers
+def test_format_number():
+    f = reporting.format_number
+    assert f(0.0) == "0" and f(3) == "3" and f(None) == "-" and f(math.nan) == "-"
+    assert f(0.125) == "0.125" and f(1234.5) == "1.23e+03"
+    assert f(3.4e-7) == "3.4e-07" and f(-2e-5) == "-2.0e-05"
+    assert f(1e-17, tiny=1e-15) == "~0" and f(-1e-17, tiny=1e-15) == "~0" and f(1e-3, tiny=1e-15) == "0.001"
+    assert f(math.inf) == "inf" and f("egpo") == "egpo" and f(True) == "True"
+
+
+def test_markdown_table():
+    rows = [{"alg": "egpo", "kl": 1.5e-9, "note": "a|b"}, {"alg": "mwu"}]
+    md = reporting.markdown_table(rows, ["alg", ("kl", "KL"), "note"])
+    lines = md.splitlines()
+    assert lines[0] == "| alg | KL | note |"
+    assert lines[1] == "|---|---|---|"
+    assert lines[2] == "| egpo | 1.5e-09 | a\\|b |"
+    assert lines[3] == "| mwu | - | - |"
+
+
+def test_write_json_and_csv_round_trip(tmp_path):
+    obj = {"a": np.arange(3), "b": np.float64(0.5), "c": math.nan, "p": tmp_path}
+    p = reporting.write_json(obj, tmp_path / "sub" / "x.json")
+    back = reporting.read_json(p)
+    assert back["a"] == [0, 1, 2] and back["b"] == 0.5 and math.isnan(back["c"]) and back["p"] == str(tmp_path)
+    rows = [{"x": 1, "y": 0.1 + 0.2}, {"x": 2, "z": "s"}]
+    reporting.write_csv(rows, tmp_path / "t.csv")
+    with open(tmp_path / "t.csv") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == ["x", "y", "z"]
+    assert float(got[0]["y"]) == 0.1 + 0.2  # full precision
+    assert got[1]["y"] == "" and got[1]["z"] == "s"
+
+
+def test_plot_curves_writes_a_log_scale_png(tmp_path):
+    x = np.arange(0, 100, 10)
+    series = [
+        reporting.Curve("a", x, np.exp(-x / 5.0)),
+        {"label": "a avg", "x": x, "y": np.r_[np.exp(-x[:-1] / 10.0), 0.0], "linestyle": "--", "legend": False},
+    ]
+    p = reporting.plot_curves(
+        series, tmp_path / "p.png", "iterations", "KL", logy=True, title="t", styles={"-": "last", "--": "average"}
+    )
+    data = p.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+
+
+# ------------------------------------------------------------------ run records and sweep summaries
+def _run(tmp_path, name, game, alg, eta, tau, steps=60, label=None, **kw):
+    target = nashalign.solve_regularized_nash(game, tau) if tau > 0 else nashalign.solve_nash(game)
+    res = nashalign.solve(game, alg, eta=eta, tau=tau, steps=steps, record_every=10, target=target, **kw)
+    rec = reporting.run_record(
+        res,
+        game,
+        game_name=name,
+        label=label or alg,
+        target=target,
+        target_kind="regularized Nash" if tau > 0 else "Nash",
+    )
+    reporting.write_run(tmp_path / f"{name}_{alg}_{eta}_{tau}", res, rec)
+    return res, rec
+
+
+def test_run_record_per_context_metrics_match_the_history(tmp_path):
+    game = random_game(5, num_contexts=3, seed=0, ref="random")
+    res, rec = _run(tmp_path, "rg", game, "egpo", 0.3, 0.1)
+    for col in ("expl_last", "reg_expl_last", "kl_target_last", "expl_avg", "kl_target_avg"):
+        assert len(rec["contexts"][col]) == 3
+        assert np.mean(rec["contexts"][col]) == pytest.approx(res.history.last(col), rel=1e-9, abs=1e-15)
+    files = {p.name for p in (tmp_path / "rg_egpo_0.3_0.1").iterdir()}
+    assert files == {"history.json", "history.csv", "result.json", "run.json"}
+    assert "KL to pi*_tau" in reporting.one_line(rec)
+
+
+def test_write_summary_tables_and_plots(tmp_path):
+    rps = rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    _run(tmp_path, "rps", rps, "egpo", 0.1, 0.1)
+    _run(tmp_path, "rps", rps, "egpo", 0.5, 0.1)  # same label, different eta: labels get "(eta=...)"
+    r_mwu, _ = _run(tmp_path, "rps", rps, "mwu", 0.1, 0.0)
+    _run(tmp_path, "rps", rps, "sppo", 0.1, 0.0)  # identical dynamics to mwu: one line "mwu = sppo"
+    rg = random_game(4, num_contexts=2, seed=3, ref="random")
+    _run(tmp_path, "rg", rg, "omd", 0.2, 0.1)
+    out = reporting.write_summary(tmp_path, title="test sweep")
+    rows = {(r["game"], r["algorithm"]): r for r in out["rows"]}
+    assert set(rows) == {
+        ("rps", "egpo (eta=0.1)"),
+        ("rps", "egpo (eta=0.5)"),
+        ("rps", "mwu"),
+        ("rps", "sppo"),
+        ("rg", "omd"),
+    }
+    assert rows[("rps", "mwu")]["metric"] == "expl" and rows[("rps", "mwu")]["target"] == "Nash"
+    assert rows[("rps", "mwu")]["last"] == pytest.approx(r_mwu.history.last("expl_last"))
+    assert rows[("rps", "egpo (eta=0.5)")]["metric"] == "KL to pi*_tau"
+    assert rows[("rg", "omd")]["ctx_max"] >= rows[("rg", "omd")]["ctx_median"]
+    md = (tmp_path / "summary.md").read_text()
+    assert md.startswith("# test sweep") and "last: median over contexts" in md and "measured against" in md
+    with open(tmp_path / "summary.csv") as f:
+        assert len(list(csv.DictReader(f))) == 5
+    names = sorted(p.name for p in out["plots"])
+    assert names == ["plot_rg.png", "plot_rps.png"]
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in out["plots"])
+
+
+def test_summary_metric_dg_and_grouping_by_tau(tmp_path):
+    game = random_game(4, num_contexts=3, seed=1, ref="random")
+    _, rec1 = _run(tmp_path, "rg", game, "egpo", 0.4, 0.1)
+    _, rec2 = _run(tmp_path, "rg", game, "egpo", 0.4, 0.01)
+    out = reporting.write_summary(tmp_path, metric="dg", group_by=("game", "tau"))
+    by_tau = {r["tau"]: r for r in out["rows"]}
+    assert by_tau[0.1]["last"] == pytest.approx(2 * rec1["final"]["reg_expl_last"])
+    assert by_tau[0.01]["ctx_max"] == pytest.approx(2 * max(rec2["contexts"]["reg_expl_last"]))
+    assert by_tau[0.1]["algorithm"] == "egpo"  # unique within its (game, tau) group: no suffix
+    assert sorted(p.name for p in out["plots"]) == ["plot_rg_tau0.01.png", "plot_rg_tau0.1.png"]
+
+
+def test_summary_of_sampled_runs_uses_queries(tmp_path):
+    game = rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    _run(tmp_path, "rps", game, "egpo", 0.5, 0.1, steps=4, mode="sampled", batch=8, inner_steps=2, seed=0)
+    out = reporting.write_summary(tmp_path)
+    assert out["rows"][0]["queries"] > 0 and "queries" in out["markdown"]
+    hist = json.loads(next(tmp_path.rglob("history.json")).read_text())
+    assert hist["queries"][-1] == out["rows"][0]["queries"]
+    with pytest.raises(ValueError, match="x_axis"):
+        reporting.write_summary(tmp_path, x_axis="time")
+    with pytest.raises(ValueError, match="unknown metric"):
+        reporting.write_summary(tmp_path, metric="accuracy")
