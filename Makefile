@@ -16,18 +16,18 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test setup lint bench clean
 
+# A torch the interpreter already has (e.g. a CUDA build) is kept: the venv then sees system packages.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): pyproject.toml | $(PY)
-	@if $(PY) -c "import torch" 2>/dev/null; then \
-	  echo "torch already present: $$($(PY) -c 'import torch; print(torch.__version__)') (kept)"; \
-	elif $(PYTHON) -c "import torch" 2>/dev/null; then \
-	  echo "using the interpreter's own torch"; \
-	  $(PYTHON) -c "import torch,sys,os; print(os.path.dirname(os.path.dirname(torch.__file__)))" > $(VENV)/lib/$$(ls $(VENV)/lib)/site-packages/_user_torch.pth; \
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+	  echo "keeping the interpreter's torch ($$($(PYTHON) -c 'import torch; print(torch.__version__)'))"; \
+	  $(PYTHON) -m venv --system-site-packages $(VENV); \
 	else \
-	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; \
+	  $(PYTHON) -m venv $(VENV); \
 	fi
+
+# torch first and pinned (a CPU build here), so that nothing installed after it pulls a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -q -e ".[dev,llm,embed]"
 	@touch $(STAMP)
 
