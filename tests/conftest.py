@@ -16,3 +16,14 @@ import pytest  # noqa: E402
 def rng() -> np.random.Generator:
     """A fresh, seeded numpy generator per test."""
     return np.random.default_rng(20240611)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors are fastest on one thread, and CI's 2 cores are not oversubscribed by intra-op threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
