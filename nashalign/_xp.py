@@ -33,7 +33,14 @@ def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
     """``log sum exp`` along ``axis``; ``-inf`` entries contribute zero."""
     if is_torch(x):
         return torch.logsumexp(x, dim=axis, keepdim=keepdims)
-    return _np_logsumexp(x, axis=axis, keepdims=keepdims)
+    if not (isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.ndim > 0 and x.shape[axis] > 0):
+        return _np_logsumexp(x, axis=axis, keepdims=keepdims)  # scalars, ints, complex, empty axes
+    m = np.max(x, axis=axis, keepdims=True)
+    m[~np.isfinite(m)] = 0.0  # an all -inf row gives -inf, a +inf entry gives +inf, NaN stays NaN
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    out += m
+    return out if keepdims else np.squeeze(out, axis=axis)
 
 
 def log_normalize(z: Array) -> Array:

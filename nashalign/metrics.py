@@ -21,7 +21,12 @@ Array = Any
 # ----------------------------------------------------------------------------- kernels (log space)
 def expl_logp(P: Array, logp: Array) -> Array:
     """``expl(pi) = max_y P(y > pi) - 1/2`` from ``log pi``; ``(C,)``."""
-    return _xp.amax(_xp.matvec(P, _xp.exp(logp)), axis=-1) - 0.5
+    return expl_from_win_rates(_xp.matvec(P, _xp.exp(logp)))
+
+
+def expl_from_win_rates(w: Array) -> Array:
+    """:func:`expl_logp` from the win rates ``w = P(. > pi)`` (``(C, n)``) already computed; ``(C,)``."""
+    return _xp.amax(w, axis=-1) - 0.5
 
 
 def reg_expl_logp(P: Array, logp: Array, logmu: Array, tau: float) -> Array:
@@ -32,7 +37,15 @@ def reg_expl_logp(P: Array, logp: Array, logmu: Array, tau: float) -> Array:
     which is non-negative by construction and accurate near zero.
     """
     pi = _xp.exp(logp)
-    br = _xp.log_normalize(logmu + _xp.matvec(P, pi) / tau)  # (C, n) log BR_tau(pi)
+    return reg_expl_from_win_rates(_xp.matvec(P, pi), pi, logp, logmu, tau)
+
+
+def reg_expl_from_win_rates(w: Array, pi: Array, logp: Array, logmu: Array, tau: float) -> Array:
+    """:func:`reg_expl_logp` from ``w = P(. > pi)`` and ``pi = exp(logp)`` already computed; ``(C,)``.
+
+    Lets a caller that needs both exploitabilities (the solver's recorder) read ``P`` once.
+    """
+    br = _xp.log_normalize(logmu + w / tau)  # (C, n) log BR_tau(pi)
     return tau * _kl_nonneg(pi, logp, br)
 
 

@@ -18,7 +18,7 @@ from nashalign.algorithms import _blocks
 from nashalign.algorithms.base import Algorithm, State
 from nashalign.algorithms.registry import get_algorithm
 from nashalign.game import PreferenceGame
-from nashalign.metrics import expl_logp, kl_logp, reg_expl_logp
+from nashalign.metrics import expl_from_win_rates, kl_logp, reg_expl_from_win_rates
 from nashalign.result import History, SolveResult
 
 #: Above this many (context, response) cells, ``target="auto"`` does not call cvxpy.
@@ -55,6 +55,35 @@ def exact_signal(P: Any, opponents: Any) -> Any:
         term = w if o.coef == 1.0 else o.coef * w
         sig = term if sig is None else sig + term
     return sig
+
+
+class _WinRates:
+    """``P(. > q)`` for the last few log-policies ``q`` the exact loop met, keyed by identity.
+
+    ``P`` is the only large array, so a matvec is the cost of a step: EGPO's phase 0 needs ``P pi_t``, which
+    the recorder has just computed; OMWU's ``P pi_{t-1}`` is the previous iteration's ``P pi_t``.  Iterates
+    are never modified in place, so the same object means the same policy; results are identical to
+    :func:`exact_signal`.
+    """
+
+    def __init__(self, P: Any, size: int = 4) -> None:
+        self.P, self.size, self.items = P, size, []
+
+    def __call__(self, logq: Any) -> Any:
+        for q, w in self.items:
+            if q is logq:
+                return w
+        w = _blocks.win_rates(self.P, logq)
+        self.items = [*self.items[1 - self.size :], (logq, w)]
+        return w
+
+    def signal(self, opponents: Any) -> Any:
+        sig = None
+        for o in opponents:
+            w = self(o.logq)
+            term = w if o.coef == 1.0 else o.coef * w
+            sig = term if sig is None else sig + term
+        return sig
 
 
 def _target_logp(game: PreferenceGame, target: Any, tau: float, logmu: Any) -> Any:
@@ -205,18 +234,28 @@ def solve(
     rec_time = 0.0
     status, diverged_at, message = "ok", None, f"ran {steps} steps"
     m0: float | None = None
+    win_rates = _WinRates(P)
 
     def record(s: State) -> float:
         nonlocal rec_time
         r0 = time.perf_counter()
         n_done = s.t - base_t
         row: dict[str, float] = {"step": s.t, "queries": queries, "time": r0 - t0 - rec_time}
-        row["expl_last"] = float(_xp.to_numpy(expl_logp(P, s.logp)).mean())
-        log_avg = _xp.log(avg_sum / n_done) if n_done > 0 else s.logp
-        row["expl_avg"] = float(_xp.to_numpy(expl_logp(P, log_avg)).mean())
+        # P is read once per policy: the win rates serve both exploitabilities (and the next exact step).
+        pi, w = _xp.exp(s.logp), win_rates(s.logp)
+        row["expl_last"] = float(_xp.to_numpy(expl_from_win_rates(w)).mean())
+        if n_done > 0:
+            log_avg = _xp.log(avg_sum / n_done)
+            pi_avg = _xp.exp(log_avg)
+            w_avg = _xp.matvec(P, pi_avg)
+        else:
+            log_avg, pi_avg, w_avg = s.logp, pi, w
+        row["expl_avg"] = float(_xp.to_numpy(expl_from_win_rates(w_avg)).mean())
         if tau_f > 0:
-            row["reg_expl_last"] = float(_xp.to_numpy(reg_expl_logp(P, s.logp, s.logmu, tau_f)).mean())
-            row["reg_expl_avg"] = float(_xp.to_numpy(reg_expl_logp(P, log_avg, s.logmu, tau_f)).mean())
+            row["reg_expl_last"] = float(_xp.to_numpy(reg_expl_from_win_rates(w, pi, s.logp, s.logmu, tau_f)).mean())
+            row["reg_expl_avg"] = float(
+                _xp.to_numpy(reg_expl_from_win_rates(w_avg, pi_avg, log_avg, s.logmu, tau_f)).mean()
+            )
         if tgt is not None:
             row["kl_target_last"] = float(_xp.to_numpy(kl_logp(tgt, s.logp)).mean())
             row["kl_target_avg"] = float(_xp.to_numpy(kl_logp(tgt, log_avg)).mean())
@@ -238,7 +277,7 @@ def solve(
     while st.t < end_t:
         if runner is None:
             for phase in range(alg.phases):
-                st = alg.update(st, exact_signal(P, alg.opponents(st, phase)), phase)
+                st = alg.update(st, win_rates.signal(alg.opponents(st, phase)), phase)
         else:
             st = runner.iterate(st)
             queries = runner.queries
