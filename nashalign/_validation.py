@@ -48,7 +48,7 @@ def as_float_array(x: Any, name: str) -> Array:
 
 def check_finite(x: Array, name: str) -> None:
     if not _xp.all_finite(x):
-        bad = np.argwhere(~np.isfinite(_xp.to_numpy(x)))[:3].tolist()
+        bad = np.argwhere(~np.isfinite(_xp.to_numpy(x)))[:3].tolist()  # indices within the checked block
         raise ValueError(
             f"{name} has non-finite values (NaN or inf) at indices {bad}: replace them with "
             "probabilities in [0, 1]."

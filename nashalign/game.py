@@ -18,6 +18,39 @@ from nashalign import _xp
 Array = Any
 
 
+#: Contexts are validated in chunks of about this many entries, so a (1000, 1000, 1000) game needs no
+#: full-size temporaries (and a CUDA game is checked on its device, without a host copy).
+_CHUNK_ENTRIES = 1 << 24
+
+
+def _check_preferences(P: Array) -> None:
+    """Finite, in ``[0, 1]``, and ``P + P^T = 1`` (diagonal 1/2), to the dtype's tolerance; chunked over contexts."""
+    C, n, _ = P.shape
+    tol = V.tol_for(P)
+    step = max(1, _CHUNK_ENTRIES // max(n * n, 1))
+    for c0 in range(0, C, step):
+        blk = P[c0 : c0 + step]  # (c, n, n), a view
+        V.check_finite(blk, "P")
+        lo, hi = float(_xp.amin(blk.reshape(-1))), float(_xp.amax(blk.reshape(-1)))
+        if lo < -tol or hi > 1 + tol:
+            raise ValueError(
+                f"P must hold probabilities in [0, 1]; found values in [{lo:.6g}, {hi:.6g}]. "
+                "If you have scores or logits, map them through a sigmoid (games.bradley_terry) first."
+            )
+        dev = abs(blk + blk.transpose(-1, -2) - 1.0) if _xp.is_torch(blk) else np.abs(
+            blk + np.swapaxes(blk, -1, -2) - 1.0
+        )
+        if float(_xp.amax(dev.reshape(-1))) > tol:
+            devn = _xp.to_numpy(dev)
+            c, i, j = np.unravel_index(int(np.argmax(devn)), devn.shape)
+            Pn = _xp.to_numpy(blk)
+            raise ValueError(
+                f"P + P^T must equal 1 (tolerance {tol:g}): context {c0 + c}, P[{i},{j}] + P[{j},{i}] = "
+                f"{Pn[c, i, j] + Pn[c, j, i]:.12g}, and the diagonal must be 1/2. Symmetrise with "
+                "P = (P + 1 - P.T) / 2 if your preferences carry a position bias."
+            )
+
+
 class PreferenceGame:
     """A batch of ``C`` symmetric constant-sum preference games over ``n`` responses.
 
@@ -61,22 +94,7 @@ class PreferenceGame:
             )
         if n < 1:
             raise ValueError("P needs at least one response.")
-        V.check_finite(P, "P")
-        Pn = _xp.to_numpy(P)
-        tol = V.tol_for(P)
-        if Pn.min() < -tol or Pn.max() > 1 + tol:
-            raise ValueError(
-                f"P must hold probabilities in [0, 1]; found values in [{Pn.min():.6g}, {Pn.max():.6g}]. "
-                "If you have scores or logits, map them through a sigmoid (games.bradley_terry) first."
-            )
-        dev = np.abs(Pn + np.swapaxes(Pn, -1, -2) - 1.0)
-        if dev.max() > tol:
-            c, i, j = np.unravel_index(int(np.argmax(dev)), dev.shape)
-            raise ValueError(
-                f"P + P^T must equal 1 (tolerance {tol:g}): context {c}, P[{i},{j}] + P[{j},{i}] = "
-                f"{Pn[c, i, j] + Pn[c, j, i]:.12g}, and the diagonal must be 1/2. Symmetrise with "
-                "P = (P + 1 - P.T) / 2 if your preferences carry a position bias."
-            )
+        _check_preferences(P)
         self.P: Array = P  # (C, n, n)
         if ref is None:
             ref_arr = np.full((C, n), 1.0 / n)
