@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.experimental.callback import Callback
 
 from nashalign.algorithms import _losses
 from nashalign.algorithms.base import OPPONENT_KINDS, Algorithm, LossInputs, Opponent
@@ -120,6 +121,7 @@ class TrainerConfig:
         seed (`int`, defaults to 0): seeds torch/numpy/random (via Accelerate) and the sampling generator.
         logprob_batch_size, generation_batch_size (`int`, *optional*): rows per forward (memory bound).
         cpu (`bool`, defaults to False): force the CPU even when a GPU is present.
+        num_threads (`int`, *optional*): ``torch.set_num_threads`` (tiny models on a busy CPU run fastest with 1).
         lora (`dict`, *optional*): ``peft.LoraConfig`` kwargs the app uses to build the policy; the trainer
             only checks that the policy it gets is a PEFT model when this is set.
 
@@ -169,6 +171,7 @@ class TrainerConfig:
     logprob_batch_size: int | None = None
     generation_batch_size: int | None = None
     cpu: bool = False
+    num_threads: int | None = None
     lora: dict[str, Any] | None = None
     eval_every: int = 1
     track_win_rate: bool = True
@@ -194,7 +197,7 @@ class TrainerConfig:
             positive_int(name)
         for name in ("top_k", "warmup_steps", "seed", "eval_every", "save_every"):
             positive_int(name, allow_zero=True)
-        for name in ("logprob_batch_size", "generation_batch_size", "save_total_limit"):
+        for name in ("logprob_batch_size", "generation_batch_size", "save_total_limit", "num_threads"):
             if getattr(self, name) is not None:
                 positive_int(name)
         if self.k is not None:
@@ -387,6 +390,8 @@ class NashTrainer:
             project_dir=str(self.output_dir),
         )
         acc = self.accelerator
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
         set_seed(cfg.seed, device_specific=True)
         if str(policy.device) != str(acc.device):
             policy.model.to(acc.device)
@@ -558,9 +563,13 @@ class NashTrainer:
             pairs=cfg.pairs,
         )
         R, K = fb.index.shape
-        rows = fb.responses.select(fb.index.reshape(-1))  # (R*K) samples, row-major
-        anchor = self._logprobs(rows, model=self._train_module()).reshape(R, K)  # log pi_t (the model is theta_t)
-        ref = self._logprobs(rows, model="reference").reshape(R, K)  # log mu
+        # Each response is scored once, however many rows (pairs) it appears in.
+        index = fb.index.cpu()  # (R, K) into fb.responses
+        anchor_all = self._logprobs(fb.responses, model=self._train_module())  # (N,) log pi_t (model = theta_t)
+        ref_all = self._logprobs(fb.responses, model="reference")  # (N,) log mu
+        dev = anchor_all.device
+        anchor = anchor_all[index.to(dev)]  # (R, K)
+        ref = ref_all[index.to(dev)]
         if fb.behavior == "current":
             behavior = anchor
         else:
@@ -584,13 +593,12 @@ class NashTrainer:
                 for micro in torch.tensor_split(batch_rows, accum):
                     with acc.accumulate(self.model):
                         if micro.numel() > 0:
-                            sel = (micro.unsqueeze(-1) * K + torch.arange(K)).reshape(-1)  # (b*K,)
-                            logp = self._logprobs(rows.select(sel), model=self._train_module(), grad=True)
-                            dev = logp.device
+                            uniq, inverse = torch.unique(index[micro], return_inverse=True)  # (u,), (b, K)
+                            logp_u = self._logprobs(fb.responses.select(uniq), model=self._train_module(), grad=True)
                             m = micro.to(dev)
                             out = alg.loss(
                                 LossInputs(
-                                    logp=logp.reshape(-1, K),
+                                    logp=logp_u[inverse.to(dev)],  # (b, K)
                                     logp_anchor=anchor[m],
                                     logp_ref=ref[m],
                                     signal=signal[m],
@@ -982,7 +990,7 @@ def summary_table(
     return "\n".join(lines)
 
 
-class BenchmarkSummary:
+class BenchmarkSummary(Callback):
     """Hydra callback: after a multirun, write ``summary.md`` and ``curves.png`` from every job's metrics.
 
     Registered by ``conf/experiment/lm_benchmark.yaml`` under ``hydra.callbacks``.

@@ -1,0 +1,98 @@
+"""Win rate of a trained checkpoint against the reference or another checkpoint, with a confidence interval.
+
+    python llm/evaluate.py eval.checkpoint=outputs/llm/<run>/final                 # vs the model group's policy (mu)
+    python llm/evaluate.py eval.checkpoint=<run A>/final eval.against=<run B>/final
+    python llm/evaluate.py model=hf model.name_or_path=<base> eval.checkpoint=<run>/final \
+        oracle=reward_model oracle.oracle.name_or_path=<reward model> data=jsonl data.source=heldout.jsonl
+
+Uses the same config groups as llm/train.py (``conf/llm.yaml``): ``model`` builds the reference policy,
+``oracle`` judges (the synthetic task's own oracle with ``data=synthetic``), ``data`` gives the prompts.
+Writes ``win_rate.json`` into the Hydra output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("nashalign.llm.evaluate")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+def main(cfg: DictConfig) -> dict:
+    from nashalign.llm.evaluate import win_rate
+    from nashalign.llm.policy import CausalLMPolicy
+    from nashalign.llm.synthetic import SyntheticTask
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    ev = cfg.eval
+    if cfg.trainer.num_threads is not None:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    data = instantiate(cfg.data)
+    task = data if isinstance(data, SyntheticTask) else None
+    prompts = list(task.prompts) if task is not None else list(data)
+    if ev.num_prompts is not None:
+        if int(ev.num_prompts) < 1:
+            raise ValueError(f"eval.num_prompts must be >= 1 or null (all prompts), got {ev.num_prompts}.")
+        prompts = prompts[: int(ev.num_prompts)]
+    oracle = task.oracle() if task is not None and cfg.benchmark.use_task_oracle else instantiate(cfg.oracle)
+
+    checkpoint = str(ev.checkpoint)
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(
+            f"eval.checkpoint={checkpoint!r} does not exist; pass the final/ directory a training run wrote "
+            "(outputs/llm/<run>/final) or any save_pretrained directory."
+        )
+    device = "cpu" if cfg.trainer.cpu else None
+    policy_a = CausalLMPolicy.from_pretrained(checkpoint, device=device, use_chat_template=_chat(cfg))
+    if str(ev.against) == "reference":
+        model_keys = set(cfg.model.keys())
+        extra = {"task": task} if "task" in model_keys else {}
+        if "prompts" in model_keys:
+            extra["prompts"] = prompts
+        policy_b = _build_policy(cfg.model, extra)  # the policy training started from: mu
+        label_b = "reference"
+    else:
+        policy_b = CausalLMPolicy.from_pretrained(str(ev.against), device=device, use_chat_template=_chat(cfg))
+        label_b = str(ev.against)
+    result = win_rate(
+        policy_a,
+        policy_b,
+        prompts,
+        oracle,
+        k=int(ev.samples_per_prompt),
+        max_new_tokens=int(ev.max_new_tokens),
+        temperature=float(ev.temperature),
+        seed=int(ev.seed),
+        confidence=float(ev.confidence),
+    )
+    print(f"win rate of {checkpoint} vs {label_b}: {result}")
+    record = {"checkpoint": checkpoint, "against": label_b, **result.as_dict(), "per_prompt": list(result.per_prompt)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "win_rate.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def _chat(cfg: DictConfig) -> bool | None:
+    value = cfg.model.get("use_chat_template", None)
+    return False if "task" in cfg.model.keys() else value
+
+
+def _build_policy(model_cfg: DictConfig, extra: dict) -> Any:
+    """Instantiate the model group, passing Python objects (the task, the prompts) for its ``???`` slots."""
+    values = OmegaConf.to_container(model_cfg, resolve=True)
+    for key in extra:
+        values.pop(key, None)
+    return instantiate(values, _partial_=True)(**extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm.yaml``).
+
+    python llm/train.py                                   # nash_md on the known-equilibrium benchmark (tiny LM, CPU)
+    python llm/train.py algorithm=egpo trainer.iterations=40
+    python llm/train.py -m algorithm=nash_md,egpo,omd     # a sweep with Hydra's basic launcher
+    python llm/train.py +experiment=lm_benchmark_demo     # `make demo`: exploitability before and after
+    accelerate launch --config_file conf/accelerate/ddp.yaml llm/train.py model=hf model.name_or_path=... trainer=gpu_bf16
+
+With ``data=synthetic`` it reproduces the known-equilibrium benchmark: the LM's exact exploitability and
+KL to the regularised equilibrium are logged during training and printed before and after.  Everything
+here is plumbing; the loop is :class:`nashalign.llm.trainer.NashTrainer`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("nashalign.llm.train")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+def main(cfg: DictConfig) -> dict:
+    from nashalign.llm.synthetic import ExactEvaluator, SyntheticTask, response_distribution
+    from nashalign.llm.trainer import NashTrainer, TrainerConfig
+
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    trainer_values = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if trainer_values.get("output_dir") is None:
+        trainer_values["output_dir"] = str(out_dir)
+    config = TrainerConfig.from_mapping(trainer_values)  # bad values fail here, before any model is built
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    algorithm = instantiate(cfg.algorithm)
+
+    data = instantiate(cfg.data)
+    task = data if isinstance(data, SyntheticTask) else None
+    prompts = list(task.prompts) if task is not None else list(data)
+    model_keys = set(cfg.model.keys())
+    if "task" in model_keys and task is None:
+        raise ValueError("model=tiny is built for the synthetic benchmark; use it with data=synthetic (or model=hf).")
+    extra = {"task": task} if "task" in model_keys else {}
+    if "prompts" in model_keys:
+        extra["prompts"] = prompts
+    policy = _build_policy(cfg.model, extra)
+
+    if task is not None and cfg.benchmark.use_task_oracle:
+        oracle = task.oracle()
+    else:
+        oracle = instantiate(cfg.oracle)
+
+    evaluate = None
+    if task is not None:
+        evaluator = ExactEvaluator(task, cfg.benchmark.tau, response_distribution(policy, task))
+        per_prompt = bool(cfg.benchmark.per_prompt)
+
+        def evaluate(p):
+            return evaluator(p).as_dict(per_prompt=per_prompt)
+
+    (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, out_dir / "config.yaml")
+    trainer = NashTrainer(policy, algorithm, oracle, prompts, config, evaluate=evaluate)
+    history = trainer.train()
+
+    summary = {"algorithm": algorithm.name, "iterations": trainer.iteration, "queries": trainer.queries}
+    if trainer.accelerator.is_main_process:
+        if task is not None:
+            first, last = history[0], history[-1]
+            lines = [f"{algorithm.name} on the known-equilibrium benchmark (tau = {cfg.benchmark.tau}):"]
+            for key, label in (
+                ("exploitability", "exploitability"),
+                ("kl_target", "KL(pi*_tau || pi)"),
+                ("invalid_mass", "invalid mass"),
+            ):
+                if key in first and key in last:
+                    lines.append(f"  {label:<18} before {first[key]:.4f}  ->  after {last[key]:.4f}")
+                    summary[f"{key}_before"], summary[f"{key}_after"] = first[key], last[key]
+            print("\n".join(lines))
+        print(f"{trainer.iteration} iterations, {trainer.queries} oracle queries; metrics: {out_dir / 'metrics.jsonl'}")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def _build_policy(model_cfg: DictConfig, extra: dict) -> Any:
+    """Instantiate the model group, passing Python objects (the task, the prompts) for its ``???`` slots."""
+    values = OmegaConf.to_container(model_cfg, resolve=True)
+    for key in extra:
+        values.pop(key, None)
+    return instantiate(values, _partial_=True)(**extra)
+
+
+if __name__ == "__main__":
+    main()
