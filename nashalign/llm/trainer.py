@@ -919,7 +919,11 @@ def collect_runs(root: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]
     The label is the algorithm name (suffixed with the job directory when an algorithm appears twice).
     """
     runs: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(root).rglob("metrics.jsonl")):
+
+    def natural(path: Path) -> list[Any]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+
+    for path in sorted(Path(root).rglob("metrics.jsonl"), key=natural):
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         if not rows:
             continue
@@ -954,11 +958,13 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
+    colors = plt.get_cmap("tab20").colors
+    styles = ("-", "--", ":", "-.")
     for ax, key in zip(axes[0], keys):
-        for label, rows in runs.items():
+        for i, (label, rows) in enumerate(runs.items()):
             pts = [(r[x], r[key]) for r in rows if key in r and r[key] is not None and r[key] > 0]
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+                ax.plot(*zip(*pts), marker="o", ms=3, label=label, color=colors[i % 20], ls=styles[(i // 4) % 4])
         ax.set_yscale("log")
         ax.set_xlabel(x)
         ax.set_ylabel(key)
