@@ -118,8 +118,11 @@ def _report(msg: str, throw: bool) -> None:
     warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def _solve_quietly(problem: Any, solver: str, opts: dict[str, Any]) -> tuple[str, int]:
-    """Solve a cvxpy problem; return (status, iterations) and never raise or warn on solver trouble."""
+def _solve_quietly(problem: Any, pi: Any, solver: str, opts: dict[str, Any]) -> tuple[np.ndarray | None, str, int]:
+    """Solve a cvxpy problem for its variable ``pi``; never raise or warn on solver trouble.
+
+    Returns ``(pi as float64, or None when the solver gave no finite answer, status, iterations)``.
+    """
     import cvxpy as cp
 
     try:
@@ -129,10 +132,14 @@ def _solve_quietly(problem: Any, solver: str, opts: dict[str, Any]) -> tuple[str
             warnings.simplefilter("ignore")
             problem.solve(solver=solver, **opts)
     except cp.error.SolverError:
-        return "solver_error", -1
-    stats = problem.solver_stats
-    its = stats.num_iters if stats is not None and stats.num_iters is not None else -1
-    return str(problem.status), int(its)
+        status, its = "solver_error", -1
+    else:
+        stats = problem.solver_stats
+        its = stats.num_iters if stats is not None and stats.num_iters is not None else -1
+        status = str(problem.status)
+    if pi.value is None or not np.all(np.isfinite(pi.value)):
+        return None, status, int(its)
+    return np.array(pi.value, dtype=np.float64), status, int(its)
 
 
 def _opts(solver: str, defaults: dict[str, Any], user: dict[str, Any] | None) -> dict[str, Any]:
@@ -142,34 +149,72 @@ def _opts(solver: str, defaults: dict[str, Any], user: dict[str, Any] | None) ->
     return opts
 
 
+def _result(
+    game: PreferenceGame,
+    pi: np.ndarray,
+    return_info: bool,
+    solver: str,
+    status: list[str],
+    value: np.ndarray,
+    expl: np.ndarray,
+    iters: np.ndarray,
+    npol: int,
+    times: tuple[float, float, float],
+    reg: np.ndarray | None = None,
+    res: np.ndarray | None = None,
+) -> np.ndarray | tuple[np.ndarray, EquilibriumInfo]:
+    """What a solver returns: ``pi`` (C, n) in the game's shape, and with ``return_info`` its
+    :class:`EquilibriumInfo`; ``times`` are the clock readings before the cvxpy solves, after them and after
+    the polish and checks."""
+    out = game.unbatch(pi)
+    if not return_info:
+        return out
+    t0, t1, t2 = times
+    info = EquilibriumInfo(
+        solver=solver,
+        status=tuple(status),
+        value=value,
+        exploitability=expl,
+        reg_exploitability=reg,
+        residual=res,
+        solver_iterations=iters,
+        polish_iterations=npol,
+        solve_time=t1 - t0,
+        polish_time=t2 - t1,
+    )
+    return out, info
+
+
 # ----------------------------------------------------------------------------------------- the LP
-@functools.lru_cache(maxsize=16)
-def _lp_problem(n: int) -> tuple[Any, Any, Any, Any]:
-    """DPP problem ``max t  s.t.  A pi + t <= 0, 1^T pi = 1, pi >= 0`` with parameter ``A`` (n, n)."""
+def _lp_program(A: Any, n: int) -> tuple[Any, Any, Any]:
+    """``max t  s.t.  A pi + t <= 0, 1^T pi = 1, pi >= 0`` for ``A`` (n, n), an array or a cvxpy parameter."""
     import cvxpy as cp
 
-    A = cp.Parameter((n, n))
     pi = cp.Variable(n, nonneg=True)
     t = cp.Variable()
     prob = cp.Problem(cp.Maximize(t), [A @ pi + t <= 0, cp.sum(pi) == 1])
+    return prob, pi, t
+
+
+@functools.lru_cache(maxsize=16)
+def _lp_problem(n: int) -> tuple[Any, Any, Any, Any]:
+    """The DPP form of :func:`_lp_program`, with parameter ``A`` (n, n)."""
+    import cvxpy as cp
+
+    A = cp.Parameter((n, n))
+    prob, pi, t = _lp_program(A, n)
     return prob, A, pi, t
 
 
 def _lp_solve_one(A: np.ndarray, solver: str, opts: dict[str, Any]) -> tuple[np.ndarray | None, str, int, float]:
-    import cvxpy as cp
-
     n = A.shape[0]
     if n <= _DPP_MAX_N:
         prob, Ap, pi, t = _lp_problem(n)
         Ap.value = A
     else:
-        pi = cp.Variable(n, nonneg=True)
-        t = cp.Variable()
-        prob = cp.Problem(cp.Maximize(t), [A @ pi + t <= 0, cp.sum(pi) == 1])
-    status, its = _solve_quietly(prob, solver, opts)
-    if pi.value is None or not np.all(np.isfinite(pi.value)):
-        return None, status, its, np.nan
-    return np.array(pi.value, dtype=np.float64), status, its, float(t.value) + 0.5
+        prob, pi, t = _lp_program(A, n)
+    x, status, its = _solve_quietly(prob, pi, solver, opts)
+    return x, status, its, np.nan if x is None else float(t.value) + 0.5
 
 
 def _simplex_clean(x: np.ndarray) -> np.ndarray:
@@ -328,57 +373,45 @@ def solve_nash(
             f"{[status[i] for i in bad[:5]]}). Try solver='HIGHS', or loosen tol / pass throw=False.",
             throw,
         )
-    out = game.unbatch(pi)
-    if not return_info:
-        return out
-    info = EquilibriumInfo(
-        solver=name,
-        status=tuple(status),
-        value=value,
-        exploitability=expl,
-        reg_exploitability=None,
-        residual=None,
-        solver_iterations=iters,
-        polish_iterations=npol,
-        solve_time=t1 - t0,
-        polish_time=t2 - t1,
-    )
-    return out, info
+    return _result(game, pi, return_info, name, status, value, expl, iters, npol, (t0, t1, t2))
 
 
 # ----------------------------------------------------------------------------------------- regularised
+def _exp_program(B: Any, mu: Any, lmu: Any, n: int) -> tuple[Any, Any]:
+    """``min sum rel_entr(pi, mu) + LSE(log mu + B pi)`` over the simplex; ``B``, ``mu``, ``lmu = log mu``
+    are arrays or cvxpy parameters."""
+    import cvxpy as cp
+
+    pi = cp.Variable(n, nonneg=True)
+    obj = cp.sum(cp.rel_entr(pi, mu)) + cp.log_sum_exp(lmu + B @ pi)
+    prob = cp.Problem(cp.Minimize(obj), [cp.sum(pi) == 1])
+    return prob, pi
+
+
 @functools.lru_cache(maxsize=16)
 def _exp_problem(n: int) -> tuple[Any, Any, Any, Any, Any]:
-    """DPP problem ``min sum rel_entr(pi, mu) + LSE(log mu + B pi)`` with ``B = A/tau`` a parameter."""
+    """The DPP form of :func:`_exp_program`, with parameters ``B = A/tau``, ``mu`` and ``log mu``."""
     import cvxpy as cp
 
     B = cp.Parameter((n, n))
     mu = cp.Parameter(n, nonneg=True)
     lmu = cp.Parameter(n)
-    pi = cp.Variable(n, nonneg=True)
-    obj = cp.sum(cp.rel_entr(pi, mu)) + cp.log_sum_exp(lmu + B @ pi)
-    prob = cp.Problem(cp.Minimize(obj), [cp.sum(pi) == 1])
+    prob, pi = _exp_program(B, mu, lmu, n)
     return prob, B, mu, lmu, pi
 
 
 def _exp_solve_one(
     B: np.ndarray, mu: np.ndarray, solver: str, opts: dict[str, Any]
 ) -> tuple[np.ndarray | None, str, int, float]:
-    import cvxpy as cp
-
     n = B.shape[0]
     lmu = np.log(mu)
     if n <= _DPP_MAX_N:
         prob, Bp, mup, lmup, pi = _exp_problem(n)
         Bp.value, mup.value, lmup.value = B, mu, lmu
     else:
-        pi = cp.Variable(n, nonneg=True)
-        obj = cp.sum(cp.rel_entr(pi, mu)) + cp.log_sum_exp(lmu + B @ pi)
-        prob = cp.Problem(cp.Minimize(obj), [cp.sum(pi) == 1])
-    status, its = _solve_quietly(prob, solver, opts)
-    if pi.value is None or not np.all(np.isfinite(pi.value)):
-        return None, status, its, np.nan
-    return np.array(pi.value, dtype=np.float64), status, its, float(prob.value)
+        prob, pi = _exp_program(B, mu, lmu, n)
+    x, status, its = _solve_quietly(prob, pi, solver, opts)
+    return x, status, its, np.nan if x is None else float(prob.value)
 
 
 def _fp_residual(P: np.ndarray, z: np.ndarray, lmu: np.ndarray, tau: float, on: np.ndarray) -> np.ndarray:
@@ -577,20 +610,5 @@ def solve_regularized_nash(
             f"{[status[i] for i in bad[:5]]}). Try polish=True, another solver, or throw=False.",
             throw,
         )
-    out = game.unbatch(pi)
-    if not return_info:
-        return out
-    info = EquilibriumInfo(
-        solver=name,
-        status=tuple(status),
-        value=value,
-        exploitability=expl,
-        reg_exploitability=reg,
-        residual=res,
-        solver_iterations=iters,
-        polish_iterations=npol,
-        solve_time=t1 - t0,
-        polish_time=t2 - t1,
-    )
-    return out, info
+    return _result(game, pi, return_info, name, status, value, expl, iters, npol, (t0, t1, t2), reg, res)
 
