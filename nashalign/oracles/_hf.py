@@ -78,15 +78,53 @@ def from_pretrained_kwargs(dtype: str | torch.dtype | None, model_kwargs: dict[s
     return kw
 
 
+def load_pretrained(
+    auto_class: str,
+    name_or_path: str,
+    tokenizer: Any,
+    dtype: str | torch.dtype | None,
+    model_kwargs: dict[str, Any] | None,
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` for ``name_or_path``: ``transformers.<auto_class>.from_pretrained`` with ``dtype``
+    and ``model_kwargs``, and :func:`load_tokenizer` (``tokenizer``: an object, a path, or ``None``)."""
+    import transformers
+
+    tok = load_tokenizer(name_or_path, tokenizer)
+    kwargs = from_pretrained_kwargs(dtype, model_kwargs)
+    model = getattr(transformers, auto_class).from_pretrained(name_or_path, **kwargs)
+    return model, tok
+
+
+def check_template(template: str, fields: Sequence[str] = ("{prompt}", "{first}", "{second}")) -> None:
+    """Raise ``ValueError`` unless the ``str.format`` pattern ``template`` contains every one of ``fields``."""
+    for field in fields:
+        if field not in template:
+            raise ValueError(f"template must contain {field}; got {template!r}.")
+
+
 def encode(
-    tokenizer: Any, texts: Sequence[str], device: torch.device, max_length: int | None
+    tokenizer: Any,
+    texts: Sequence[str],
+    device: torch.device,
+    max_length: int | None,
+    add_special_tokens: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Tokenise a right-padded batch and move it to ``device``."""
+    """Tokenise a right-padded batch (truncated to ``max_length`` tokens unless ``None``) and move it to ``device``."""
     kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt", "padding_side": "right"}
+    if not add_special_tokens:
+        kwargs["add_special_tokens"] = False
     if max_length is not None:
         kwargs.update(truncation=True, max_length=int(max_length))
     enc = tokenizer(list(texts), **kwargs)
     return {k: v.to(device) for k, v in enc.items()}
+
+
+def encoded_batches(
+    tokenizer: Any, texts: Sequence[str], device: torch.device, max_length: int | None, batch_size: int | None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """:func:`encode` of consecutive pieces of at most ``batch_size`` texts, in order."""
+    for start, stop in chunks(len(texts), batch_size):
+        yield encode(tokenizer, texts[start:stop], device, max_length)
 
 
 def chunks(n: int, batch_size: int | None) -> Iterator[tuple[int, int]]:

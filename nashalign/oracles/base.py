@@ -106,7 +106,7 @@ def concat(a: Batch, b: Batch) -> Batch:
     """``a`` followed by ``b`` (``torch.cat`` for tensors, list concatenation otherwise)."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         return torch.cat([a, b.to(a.device)])
-    return list(_items(a)) + list(_items(b))
+    return as_list(a) + as_list(b)
 
 
 def slice_batch(x: Batch, start: int, stop: int) -> Batch:
@@ -114,14 +114,15 @@ def slice_batch(x: Batch, start: int, stop: int) -> Batch:
     return x[start:stop] if isinstance(x, torch.Tensor) else list(x[start:stop])
 
 
-def _items(x: Batch) -> list[Any]:
+def as_list(x: Batch) -> list[Any]:
+    """The items of ``x`` as a list (a tensor's as Python numbers)."""
     return x.tolist() if isinstance(x, torch.Tensor) else list(x)
 
 
 def keys_of(x: Batch) -> list[Hashable]:
     """Hashable per-item keys: tensors become Python ints/floats, lists/tuples become tuples."""
     out: list[Hashable] = []
-    for item in _items(x):
+    for item in as_list(x):
         if isinstance(item, torch.Tensor):
             item = item.item() if item.numel() == 1 else tuple(item.flatten().tolist())
         elif isinstance(item, list):
@@ -130,6 +131,31 @@ def keys_of(x: Batch) -> list[Hashable]:
             item = item.item()  # numpy scalars
         out.append(item)
     return out
+
+
+def unique_items(
+    prompts: Sequence[Hashable], first: Sequence[Hashable], second: Sequence[Hashable]
+) -> tuple[list[Hashable], list[Hashable], list[int], list[int]]:
+    """Number the distinct ``(prompt, response)`` items of a batch of pairs, so that each is scored once.
+
+    Takes the keys (:func:`keys_of`) of the three inputs.  Returns ``(item_prompts, item_responses, ia, ib)``:
+    item ``k`` is ``(item_prompts[k], item_responses[k])``, and pair ``i`` compares item ``ia[i]`` (its first
+    response) with item ``ib[i]`` (its second).  Items are numbered in order of first appearance.
+    """
+    index: dict[tuple[Hashable, Hashable], int] = {}
+    item_prompts: list[Hashable] = []
+    item_responses: list[Hashable] = []
+    ia: list[int] = []
+    ib: list[int] = []
+    for p, a, b in zip(prompts, first, second):
+        for resp, sink in ((a, ia), (b, ib)):
+            key = (p, resp)
+            if key not in index:
+                index[key] = len(item_prompts)
+                item_prompts.append(p)
+                item_responses.append(resp)
+            sink.append(index[key])
+    return item_prompts, item_responses, ia, ib
 
 
 def describe_item(item: Any, limit: int = 60) -> str:
@@ -141,6 +167,11 @@ def describe_item(item: Any, limit: int = 60) -> str:
         half = (limit - 5) // 2
         text = text[:half] + " ... " + text[-half:]
     return text
+
+
+def describe_pair(prompt: Any, first: Any, second: Any) -> str:
+    """``prompt=..., first=..., second=...`` for error messages (each item by :func:`describe_item`)."""
+    return f"prompt={describe_item(prompt)}, first={describe_item(first)}, second={describe_item(second)}"
 
 
 # --------------------------------------------------------------------------- naming

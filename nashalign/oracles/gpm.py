@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, keys_of, oracle_name
+from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, keys_of, oracle_name, unique_items
 
 __all__ = ["GPMOracle", "MeanPoolEncoder", "default_encoder_path", "DEFAULT_EMBED_TEMPLATE"]
 
@@ -82,13 +82,10 @@ class MeanPoolEncoder:
         model_kwargs: dict[str, Any] | None = None,
     ) -> MeanPoolEncoder:
         """Load ``AutoModel.from_pretrained(name_or_path)`` (default: :func:`default_encoder_path`)."""
-        from transformers import AutoModel
-
         from nashalign.oracles import _hf
 
         path = str(name_or_path) if name_or_path is not None else default_encoder_path()
-        tok = _hf.load_tokenizer(path, tokenizer)
-        model = AutoModel.from_pretrained(path, **_hf.from_pretrained_kwargs(dtype, model_kwargs))
+        model, tok = _hf.load_pretrained("AutoModel", path, tokenizer, dtype, model_kwargs)
         enc = cls(model, tok, template, batch_size, max_length, _hf.resolve_device(device))
         enc.name = f"MeanPoolEncoder({Path(path).name or path!r})"
         return enc
@@ -103,8 +100,7 @@ class MeanPoolEncoder:
 
         texts = [self.template.format(prompt=p, response=r) for p, r in zip(prompts, responses)]
         out = []
-        for start, stop in _hf.chunks(len(texts), self.batch_size):
-            enc = _hf.encode(self.tokenizer, texts[start:stop], self.device, self.max_length)
+        for enc in _hf.encoded_batches(self.tokenizer, texts, self.device, self.max_length, self.batch_size):
             hidden = self.model(**enc).last_hidden_state.float()  # (b, L, d)
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0))
@@ -265,18 +261,8 @@ class GPMOracle(OracleBase):
         B = batch_len(prompts, first, second, self.name)
         if B == 0:
             return torch.zeros(0, dtype=torch.float64)
-        pk, ak, bk = keys_of(prompts), keys_of(first), keys_of(second)
-        index: dict[tuple[Any, Any], int] = {}
-        up: list[Any] = []
-        ur: list[Any] = []
-        ia, ib = [], []
-        for p, a, b in zip(pk, ak, bk):
-            for resp, sink in ((a, ia), (b, ib)):
-                if (p, resp) not in index:
-                    index[(p, resp)] = len(up)
-                    up.append(p)
-                    ur.append(resp)
-                sink.append(index[(p, resp)])
+        pk = keys_of(prompts)
+        up, ur, ia, ib = unique_items(pk, keys_of(first), keys_of(second))
         v = self.embed(up, ur)
         k = v.shape[1] // 2
         va = v[torch.tensor(ia, device=v.device)].view(B, k, 2)

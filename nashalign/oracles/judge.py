@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from nashalign.oracles.base import Batch, OracleBase, batch_len
+from nashalign.oracles.base import Batch, OracleBase, as_list, batch_len
 
 __all__ = ["LLMJudgeOracle", "DEFAULT_JUDGE_TEMPLATE"]
 
@@ -62,9 +62,7 @@ class LLMJudgeOracle(OracleBase):
     ) -> None:
         from nashalign.oracles import _hf
 
-        for field in ("{prompt}", "{first}", "{second}"):
-            if field not in template:
-                raise ValueError(f"template must contain {field}; got {template!r}.")
+        _hf.check_template(template)
         if len(choices) != 2 or choices[0] == choices[1]:
             raise ValueError(f"choices must be two different answers, got {choices!r}.")
         self.tokenizer = _hf.ensure_pad_token(tokenizer)
@@ -112,12 +110,9 @@ class LLMJudgeOracle(OracleBase):
         name: str | None = None,
     ) -> LLMJudgeOracle:
         """Load the judge with ``AutoModelForCausalLM.from_pretrained(name_or_path)``."""
-        from transformers import AutoModelForCausalLM
-
         from nashalign.oracles import _hf
 
-        tok = _hf.load_tokenizer(name_or_path, tokenizer)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **_hf.from_pretrained_kwargs(dtype, model_kwargs))
+        model, tok = _hf.load_pretrained("AutoModelForCausalLM", name_or_path, tokenizer, dtype, model_kwargs)
         return cls(
             model,
             tok,
@@ -143,21 +138,13 @@ class LLMJudgeOracle(OracleBase):
         from nashalign.oracles import _hf
 
         B = batch_len(prompts, first, second, self.name)
-        seq = [x.tolist() if isinstance(x, torch.Tensor) else x for x in (prompts, first, second)]
-        texts = [self.format(p, a, b) for p, a, b in zip(*seq)]
+        texts = [self.format(p, a, b) for p, a, b in zip(as_list(prompts), as_list(first), as_list(second))]
         ids_a = torch.tensor(self.choice_ids[0], device=self.device)
         ids_b = torch.tensor(self.choice_ids[1], device=self.device)
         add_special = not self.use_chat_template  # a rendered chat template already holds its BOS
         out = []
         for start, stop in _hf.chunks(B, self.batch_size):
-            enc = self.tokenizer(
-                texts[start:stop],
-                padding=True,
-                return_tensors="pt",
-                padding_side="right",
-                add_special_tokens=add_special,
-            )
-            enc = {k: v.to(self.device) for k, v in enc.items()}
+            enc = _hf.encode(self.tokenizer, texts[start:stop], self.device, None, add_special_tokens=add_special)
             lengths = enc["attention_mask"].sum(-1)
             if self.max_length is not None and int(lengths.max()) > self.max_length:
                 i = int(lengths.argmax()) + start

@@ -7,12 +7,11 @@ case Nash learning exists for.  It usually has a position bias (``P(a ≻ b) + P
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from nashalign.oracles.base import Batch, OracleBase, batch_len
+from nashalign.oracles.base import Batch, OracleBase, as_list, batch_len
 
 __all__ = ["PairwiseClassifierOracle", "DEFAULT_PAIR_TEMPLATE"]
 
@@ -60,9 +59,7 @@ class PairwiseClassifierOracle(OracleBase):
             )
         if num_labels == 2 and first_wins_label not in (0, 1):
             raise ValueError(f"first_wins_label must be 0 or 1, got {first_wins_label}.")
-        for field in ("{prompt}", "{first}", "{second}"):
-            if field not in template:
-                raise ValueError(f"template must contain {field}; got {template!r}.")
+        _hf.check_template(template)
         self.num_labels = num_labels
         self.template = template
         self.first_wins_label = int(first_wins_label)
@@ -86,13 +83,10 @@ class PairwiseClassifierOracle(OracleBase):
         name: str | None = None,
     ) -> PairwiseClassifierOracle:
         """Load with ``AutoModelForSequenceClassification.from_pretrained(name_or_path)``."""
-        from transformers import AutoModelForSequenceClassification
-
         from nashalign.oracles import _hf
 
-        tok = _hf.load_tokenizer(name_or_path, tokenizer)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, **_hf.from_pretrained_kwargs(dtype, model_kwargs)
+        model, tok = _hf.load_pretrained(
+            "AutoModelForSequenceClassification", name_or_path, tokenizer, dtype, model_kwargs
         )
         return cls(
             model,
@@ -113,18 +107,13 @@ class PairwiseClassifierOracle(OracleBase):
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
         from nashalign.oracles import _hf
 
-        B = batch_len(prompts, first, second, self.name)
-        texts = [self.format(p, a, b) for p, a, b in zip(_seq(prompts), _seq(first), _seq(second))]
+        batch_len(prompts, first, second, self.name)  # the three inputs must have the same length
+        texts = [self.format(p, a, b) for p, a, b in zip(as_list(prompts), as_list(first), as_list(second))]
         out = []
-        for start, stop in _hf.chunks(B, self.batch_size):
-            enc = _hf.encode(self.tokenizer, texts[start:stop], self.device, self.max_length)
+        for enc in _hf.encoded_batches(self.tokenizer, texts, self.device, self.max_length, self.batch_size):
             logits = self.model(**enc).logits.float()
             if self.num_labels == 1:
                 out.append(torch.sigmoid(logits[:, 0]))
             else:
                 out.append(torch.softmax(logits, dim=-1)[:, self.first_wins_label])
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
-
-
-def _seq(x: Batch) -> Sequence[Any]:
-    return x.tolist() if isinstance(x, torch.Tensor) else x

@@ -21,6 +21,7 @@ from nashalign.oracles.base import (
     keys_of,
     oracle_name,
     to_prob_tensor,
+    unique_items,
 )
 
 __all__ = ["RewardModelOracle", "SequenceClassifierScorer"]
@@ -80,8 +81,7 @@ class SequenceClassifierScorer:
 
         texts = [self.format(p, r) for p, r in zip(prompts, responses)]
         out = []
-        for start, stop in _hf.chunks(len(texts), self.batch_size):
-            enc = _hf.encode(self.tokenizer, texts[start:stop], self.device, self.max_length)
+        for enc in _hf.encoded_batches(self.tokenizer, texts, self.device, self.max_length, self.batch_size):
             logits = self.model(**enc).logits
             if logits.ndim != 2 or not 0 <= self.label < logits.shape[-1]:
                 raise ValueError(
@@ -145,13 +145,10 @@ class RewardModelOracle(OracleBase):
         ``tokenizer`` is a tokenizer or a path (default: ``name_or_path``); ``dtype`` e.g. ``"bfloat16"``;
         ``model_kwargs`` go to ``from_pretrained``.  ``device=None`` picks CUDA when available.
         """
-        from transformers import AutoModelForSequenceClassification
-
         from nashalign.oracles import _hf
 
-        tok = _hf.load_tokenizer(name_or_path, tokenizer)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, **_hf.from_pretrained_kwargs(dtype, model_kwargs)
+        model, tok = _hf.load_pretrained(
+            "AutoModelForSequenceClassification", name_or_path, tokenizer, dtype, model_kwargs
         )
         scorer = SequenceClassifierScorer(
             model,
@@ -176,19 +173,7 @@ class RewardModelOracle(OracleBase):
 
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
         B = batch_len(prompts, first, second, self.name)
-        pk, ak, bk = keys_of(prompts), keys_of(first), keys_of(second)
-        index: dict[tuple[Any, Any], int] = {}
-        uniq_p: list[Any] = []
-        uniq_r: list[Any] = []
-        ia, ib = [], []
-        for p, a, b in zip(pk, ak, bk):
-            for resp, sink in ((a, ia), (b, ib)):
-                key = (p, resp)
-                if key not in index:
-                    index[key] = len(uniq_p)
-                    uniq_p.append(p)
-                    uniq_r.append(resp)
-                sink.append(index[key])
+        uniq_p, uniq_r, ia, ib = unique_items(keys_of(prompts), keys_of(first), keys_of(second))
         if B == 0:
             return torch.zeros(0)
         r = self.score(uniq_p, uniq_r)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_item
+from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_pair
 
 __all__ = ["JudgeAdapter"]
 
@@ -108,11 +108,7 @@ class JudgeAdapter(OracleBase):
                 )
         if failed:
             if self.on_failure == "raise":
-                shown = "; ".join(
-                    f"#{i}: prompt={describe_item(prompts_l[i])}, first={describe_item(first_l[i])}, "
-                    f"second={describe_item(second_l[i])}"
-                    for i in failed[:3]
-                )
+                shown = "; ".join(f"#{i}: {describe_pair(prompts_l[i], first_l[i], second_l[i])}" for i in failed[:3])
                 raise OracleError(
                     f"{self.name}: the judge failed (returned -1) on {len(failed)} of {B} pairs ({shown}). "
                     "Retry with retrying(...), or choose on_failure='tie' or 'coin'."

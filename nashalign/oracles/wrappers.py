@@ -33,7 +33,7 @@ from nashalign.oracles.base import (
     as_oracle,
     batch_len,
     concat,
-    describe_item,
+    describe_pair,
     keys_of,
     oracle_name,
     slice_batch,
@@ -259,8 +259,8 @@ class RetryingOracle(_Wrapper):
         inner = oracle_name(self.inner)
         raise OracleError(
             f"Oracle {inner!r} failed {self.attempts} times in a row on a batch of {B} pairs (first: "
-            f"prompt={describe_item(_first(prompts))}, first={describe_item(_first(first))}, "
-            f"second={describe_item(_first(second))}); giving up. Last error: {type(last).__name__}: {last}"
+            f"{describe_pair(_first(prompts), _first(first), _first(second))}); giving up. Last error: "
+            f"{type(last).__name__}: {last}"
         ) from last
 
 
@@ -310,11 +310,7 @@ class ValidatedOracle(_Wrapper):
             idx = torch.nonzero(bad).flatten().tolist()
             vals = out.detach().cpu().tolist()
             n_nan = int(torch.isnan(out).sum())
-            shown = "; ".join(
-                f"#{i}: prompt={describe_item(_at(prompts, i))}, first={describe_item(_at(first, i))}, "
-                f"second={describe_item(_at(second, i))} -> {vals[i]!r}"
-                for i in idx[:3]
-            )
+            shown = "; ".join(f"#{i}: {describe_pair(prompts[i], first[i], second[i])} -> {vals[i]!r}" for i in idx[:3])
             more = f" (and {len(idx) - 3} more)" if len(idx) > 3 else ""
             raise OracleError(
                 f"Oracle {self.label!r} returned {len(idx)} invalid value(s) of {B} ({n_nan} NaN, "
@@ -326,10 +322,6 @@ class ValidatedOracle(_Wrapper):
     def check(self, prompts: Batch, responses: Any, num_pairs: int = 64, seed: int = 0) -> OracleReport:
         """Measure consistency and position bias on a sample (:func:`check_oracle`)."""
         return check_oracle(self, prompts, responses, num_pairs=num_pairs, seed=seed)
-
-
-def _at(x: Batch, i: int) -> Any:
-    return x[i]
 
 
 def validated(oracle: PreferenceOracle, name: str | None = None) -> ValidatedOracle:
