@@ -15,35 +15,31 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("nashalign.llm.evaluate")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
 def main(cfg: DictConfig) -> dict:
+    from nashalign.llm.app import build_policy, load_data, select_oracle
     from nashalign.llm.evaluate import win_rate
     from nashalign.llm.policy import CausalLMPolicy
-    from nashalign.llm.synthetic import SyntheticTask
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     ev = cfg.eval
     if cfg.trainer.num_threads is not None:
         torch.set_num_threads(int(cfg.trainer.num_threads))
-    data = instantiate(cfg.data)
-    task = data if isinstance(data, SyntheticTask) else None
-    prompts = list(task.prompts) if task is not None else list(data)
+    task, prompts = load_data(cfg.data)
     if ev.num_prompts is not None:
         if int(ev.num_prompts) < 1:
             raise ValueError(f"eval.num_prompts must be >= 1 or null (all prompts), got {ev.num_prompts}.")
         prompts = prompts[: int(ev.num_prompts)]
-    oracle = task.oracle() if task is not None and cfg.benchmark.use_task_oracle else instantiate(cfg.oracle)
+    oracle = select_oracle(cfg, task)
 
     checkpoint = str(ev.checkpoint)
     if not Path(checkpoint).exists():
@@ -54,11 +50,7 @@ def main(cfg: DictConfig) -> dict:
     device = "cpu" if cfg.trainer.cpu else None
     policy_a = CausalLMPolicy.from_pretrained(checkpoint, device=device, use_chat_template=_chat(cfg))
     if str(ev.against) == "reference":
-        model_keys = set(cfg.model.keys())
-        extra = {"task": task} if "task" in model_keys else {}
-        if "prompts" in model_keys:
-            extra["prompts"] = prompts
-        policy_b = _build_policy(cfg.model, extra)  # the policy training started from: mu
+        policy_b = build_policy(cfg.model, task, prompts)  # the policy training started from: mu
         label_b = "reference"
     else:
         policy_b = CausalLMPolicy.from_pretrained(str(ev.against), device=device, use_chat_template=_chat(cfg))
@@ -84,14 +76,6 @@ def main(cfg: DictConfig) -> dict:
 def _chat(cfg: DictConfig) -> bool | None:
     value = cfg.model.get("use_chat_template", None)
     return False if "task" in cfg.model.keys() else value
-
-
-def _build_policy(model_cfg: DictConfig, extra: dict) -> Any:
-    """Instantiate the model group, passing Python objects (the task, the prompts) for its ``???`` slots."""
-    values = OmegaConf.to_container(model_cfg, resolve=True)
-    for key in extra:
-        values.pop(key, None)
-    return instantiate(values, _partial_=True)(**extra)
 
 
 if __name__ == "__main__":

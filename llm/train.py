@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 import torch
@@ -29,7 +28,8 @@ log = logging.getLogger("nashalign.llm.train")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
 def main(cfg: DictConfig) -> dict:
-    from nashalign.llm.synthetic import ExactEvaluator, SyntheticTask, response_distribution
+    from nashalign.llm.app import build_policy, load_data, select_oracle
+    from nashalign.llm.synthetic import ExactEvaluator, response_distribution
     from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -41,21 +41,9 @@ def main(cfg: DictConfig) -> dict:
         torch.set_num_threads(config.num_threads)
     algorithm = instantiate(cfg.algorithm)
 
-    data = instantiate(cfg.data)
-    task = data if isinstance(data, SyntheticTask) else None
-    prompts = list(task.prompts) if task is not None else list(data)
-    model_keys = set(cfg.model.keys())
-    if "task" in model_keys and task is None:
-        raise ValueError("model=tiny is built for the synthetic benchmark; use it with data=synthetic (or model=hf).")
-    extra = {"task": task} if "task" in model_keys else {}
-    if "prompts" in model_keys:
-        extra["prompts"] = prompts
-    policy = _build_policy(cfg.model, extra)
-
-    if task is not None and cfg.benchmark.use_task_oracle:
-        oracle = task.oracle()
-    else:
-        oracle = instantiate(cfg.oracle)
+    task, prompts = load_data(cfg.data)
+    policy = build_policy(cfg.model, task, prompts)
+    oracle = select_oracle(cfg, task)
 
     evaluate = None
     if task is not None:
@@ -87,14 +75,6 @@ def main(cfg: DictConfig) -> dict:
         print(f"{trainer.iteration} iterations, {trainer.queries} oracle queries; metrics: {out_dir / 'metrics.jsonl'}")
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
-
-
-def _build_policy(model_cfg: DictConfig, extra: dict) -> Any:
-    """Instantiate the model group, passing Python objects (the task, the prompts) for its ``???`` slots."""
-    values = OmegaConf.to_container(model_cfg, resolve=True)
-    for key in extra:
-        values.pop(key, None)
-    return instantiate(values, _partial_=True)(**extra)
 
 
 if __name__ == "__main__":
