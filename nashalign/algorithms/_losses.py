@@ -3,7 +3,8 @@
 Each form takes log-probabilities of sampled (or enumerated) responses and is built so that, over a
 softmax table with exact weights, its minimiser is exactly the tabular step
 ``log pi_{t+1} = normalize(a_t + eta s_t)``: the shift-invariant *pairwise* forms (regression, logistic)
-cancel the normaliser, the policy-gradient form is the proximal objective itself.  Inputs are ``(B, K)``:
+cancel the normaliser, the policy-gradient form is the proximal objective itself (estimated on samples
+with a per-sample KL term that stays non-negative and a leave-one-out baseline).  Inputs are ``(B, K)``:
 ``K = 2`` responses per row for pairwise forms, any ``K`` for per-response forms.  Log-probabilities are
 promoted to at least float32 (bf16 inputs are accumulated in float32).
 """
@@ -66,6 +67,12 @@ def logistic(logp: Tensor, anchor: Tensor, signal: Tensor, eta: float, weights: 
     return {"loss": weighted_mean(ce, weights), "excess": weighted_mean(ce - ent, weights)}
 
 
+def _leave_one_out_mean(x: Tensor) -> Tensor:
+    """``c_i = mean_{j != i} x_j`` along the last dimension (``K >= 2``)."""
+    K = x.shape[-1]
+    return (x.sum(-1, keepdim=True) - x) / (K - 1)
+
+
 def policy_gradient(
     logp: Tensor,
     anchor: Tensor,
@@ -75,19 +82,46 @@ def policy_gradient(
     logp_behavior: Tensor,
     max_log_ratio: float = 20.0,
 ) -> dict[str, Any]:
-    """Proximal policy-gradient objective with importance weights (SPO, Nash-MD-PG):
+    """Proximal policy-gradient objective with importance weights (SPO, Nash-MD-PG).
 
-    ``L = E_{y ~ b} [ rho(y) (log pi(y) - a(y) - eta s(y)) ]``, ``rho = pi/b``, which equals
-    ``E_{y ~ pi} [log pi - a - eta s] = KL-proximal objective``; its minimiser is ``pi ∝ exp(a + eta s)`` (rule M).
-    At ``pi = b = pi_t`` its gradient is ``-E[(eta s - eta tau log(pi_t/mu) + const) grad log pi]``: the
-    Nash-MD-PG estimator of Munos et al. (2024) with the win-rate reward (SPEC.md 3.2).  Log-ratios above
-    ``max_log_ratio`` are clamped (reported as ``clamped_frac``) so sequence-level ratios cannot overflow.
+    The population objective is the KL-proximal one whose minimiser is rule M::
+
+        E_{y ~ pi}[log pi - a - eta s] = KL(pi || b) + E_{y ~ pi}[g],   g = log b - a - eta s,
+
+    with the behaviour policy ``b`` (``pi_t``) that drew the responses.  Each response ``y_i ~ b``
+    contributes, with ``rho = pi/b`` and a per-row baseline ``c_i`` (no gradient)::
+
+        l_i = rho_i log rho_i - rho_i + 1 + rho_i (g_i - c_i).
+
+    * ``rho log rho - rho + 1 >= 0`` is the per-sample estimate of ``KL(pi || b)`` that stays a divergence
+      on a sample (its ``-rho + 1`` has mean zero under ``b``).  Without it (``rho (log pi - a - eta s)``)
+      every sample's own minimiser is ``rho = exp(eta s - 1) < 1``: the objective shrinks the probability
+      of every sampled response, which on a language model hands the mass to strings nobody sampled.
+      Here the per-sample minimiser is ``log pi(y_i) = a(y_i) + eta s(y_i) + c_i``: the step itself, with
+      the baseline in place of the normaliser.
+    * ``c_i`` is the leave-one-out mean of ``g`` over the other responses of the row (the ``K`` samples of one
+      prompt), so it does not depend on ``y_i`` and the gradient stays unbiased (``E_b[rho grad log pi] =
+      grad sum_y pi(y) = 0``).  At ``pi = b`` the gradient is the centred REINFORCE estimate
+      ``-eta (s(y_i) - tau log(pi_t/mu)(y_i) - baseline) grad log pi(y_i)`` of Nash-MD-PG (SPEC.md 3.2).
+      With SPO's self-play win rates (self-comparison 1/2 included) ``s_i - mean_{j != i} s_j`` is exactly
+      ``(1/(K-1)) sum_{j != i} (P(y_i > y_j) - 1/2)``: SPO's win-proportion reward, centred at 1/2 (SPEC.md 6).
+    * With per-response ``weights`` of shape ``(B, K)`` (exact enumeration, ``w = b``) there is no baseline and
+      ``sum_y w (1 - rho) = 0``, so the value is exactly the proximal objective (table minimiser = rule M).
+      With ``K = 1`` there is no baseline either.
+
+    Log-ratios above ``max_log_ratio`` are clamped inside ``rho`` (reported as ``clamped_frac``) so
+    sequence-level ratios cannot overflow.
     """
     lp = f32(logp)
-    log_ratio = lp - f32(logp_behavior)
+    beh = f32(logp_behavior)
+    log_ratio = lp - beh
     clamped = log_ratio.detach() > max_log_ratio
     rho = torch.exp(torch.clamp(log_ratio, max=max_log_ratio))
-    obj = rho * (lp - f32(anchor) - eta * f32(signal))  # (B, K)
+    g = (beh - f32(anchor) - eta * f32(signal)).detach()  # (B, K): the per-response reward term, no grad
+    exact = weights is not None and weights.ndim == 2
+    if not exact and g.shape[-1] >= 2:
+        g = g - _leave_one_out_mean(g)
+    obj = rho * (log_ratio + g) - rho + 1.0  # (B, K)
     if weights is None:
         w = None
     else:  # (B,) row weights or (B, K) per-response weights (exact enumeration)
@@ -95,6 +129,7 @@ def policy_gradient(
     return {
         "loss": weighted_mean(obj.reshape(-1), w),
         "clamped_frac": clamped.to(lp.dtype).mean(),
+        "advantage_rms": g.square().mean().sqrt() / eta,
     }
 
 

@@ -164,18 +164,22 @@ def test_loss_is_float32_under_bf16_and_finite_on_extreme_logprobs(name):
 
 
 def test_pg_form_reduces_to_nash_md_pg_gradient_at_the_anchor():
-    """At pi_theta = pi_t, grad of the pg form = -E[(eta (p - tau log(pi_t/mu)) + const) grad log pi] (SPEC 3.2)."""
+    """At pi_theta = pi_t, grad of the pg form = -(eta/K) (p - tau log(pi_t/mu) - baseline) per sample (SPEC 3.2).
+
+    The baseline is the leave-one-out mean over the row, so there is no per-sample constant left (the
+    old form had ``+1``, which pushed every sampled response down; tests/algorithms/test_pg_sampled.py).
+    """
     alg = get_algorithm("nash_md", eta=0.5, tau=0.2, form="pg")
     lp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=torch.float64, requires_grad=True)
     ref = torch.tensor([[-1.5, -1.0, -0.7]], dtype=torch.float64)
     p = torch.tensor([[0.9, 0.2, 0.6]], dtype=torch.float64)
     out = alg.loss(LossInputs(lp, lp.detach(), ref, p, None, lp.detach(), 0))
     (g,) = torch.autograd.grad(out.loss, lp)
-    # d/dl of mean_k rho_k (l_k - a_k - eta p_k) at rho = 1: (1/K)(l - a - eta p + 1)
-    a = (1 - 0.1) * lp.detach() + 0.1 * ref
-    expected = (lp.detach() - a - 0.5 * p + 1.0) / 3
-    torch.testing.assert_close(g, expected)
-    # which is -(eta/K) (p - 1/2 - tau (l - m)) up to the per-sample baseline 1 - eta/2
-    np.testing.assert_allclose(
-        (g * 3).numpy(), (-(0.5) * (p - 0.5 - 0.2 * (lp.detach() - ref)) + (1 - 0.25)).numpy(), atol=1e-12
-    )
+    adv = p - 0.2 * (lp.detach() - ref)  # the Nash-MD-PG reward p - tau log(pi/mu)
+    loo = (adv.sum(-1, keepdim=True) - adv) / 2
+    torch.testing.assert_close(g, -(0.5 / 3) * (adv - loo))
+    # per-response weights (exact enumeration): no baseline, the weighted per-response gradient -w eta adv
+    w = torch.tensor([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    out = alg.loss(LossInputs(lp, lp.detach(), ref, p, w, lp.detach(), 0))
+    (g,) = torch.autograd.grad(out.loss, lp)
+    torch.testing.assert_close(g, -0.5 * w * adv)
