@@ -4,8 +4,9 @@ Three measurements on random preference games (``nashalign.games.random_game``: 
 reference ``mu = softmax(N(0, 1))``):
 
 (a) throughput of the exact steps: iterations per second and the bandwidth they reach (bytes of ``P``
-    read per second; one ``(C, n, n)`` read per matvec), numpy vs torch CPU (vs torch CUDA), against the
-    machine's measured memory bandwidth;
+    read per second; one ``(C, n, n)`` read per matvec), numpy (blocked over contexts by default, one block,
+    and mixed precision with P in float32) vs torch CPU (vs torch CUDA), against the machine's measured
+    memory bandwidth;
 (b) time to ``max_c KL(pi*_tau || pi) < 1e-8`` for the regularised equilibrium (tau = 0.1), EGPO and the
     best other last-iterate rule (OMWU/OMD) batched over all contexts, against cvxpy (Clarabel, tight
     tolerances) solving the exponential-cone program game by game, both verified against a reference;
@@ -75,17 +76,54 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def backends(device: str) -> list[tuple[str, str, Any, Any]]:
-    """(label, backend, device, dtype) for the exact solvers; CUDA ones only with ``--device cuda``."""
+def backends(device: str) -> list[dict[str, Any]]:
+    """The exact solvers' configurations: a label and the keyword arguments of ``nashalign.solve``.
+
+    * ``numpy f64``: the default (``context_block="auto"``: blocked over contexts when P > 16 MiB);
+    * ``numpy f64 one block``: ``context_block=None``, every step over all C contexts (the pre-blocking
+      driver; measured only where ``auto`` blocks);
+    * ``numpy f64, P f32``: mixed precision, ``P`` stored in float32 (``p_dtype``; the game is converted once,
+      outside the timing, as a user storing P that way would), log-policies, updates and metrics float64;
+    * ``torch cpu f64`` (and with ``--device cuda``: CUDA float64, CUDA float32, CUDA float64 with P f32).
+    """
     import torch
 
-    out = [("numpy f64", "numpy", None, None), ("torch cpu f64", "torch", "cpu", torch.float64)]
+    out = [
+        {"label": "numpy f64", "kw": {"backend": "numpy"}},
+        {"label": "numpy f64 one block", "kw": {"backend": "numpy", "context_block": None}, "only_if_blocked": True},
+        {"label": "numpy f64, P f32", "kw": {"backend": "numpy", "p_dtype": np.float32}},
+        {"label": "torch cpu f64", "kw": {"backend": "torch", "device": "cpu", "dtype": torch.float64}},
+    ]
     if device == "cuda":
         if cuda_available():
-            out += [("torch cuda f64", "torch", "cuda", torch.float64), ("torch cuda f32", "torch", "cuda", torch.float32)]
+            out += [
+                {"label": "torch cuda f64", "kw": {"backend": "torch", "device": "cuda", "dtype": torch.float64}},
+                {"label": "torch cuda f32", "kw": {"backend": "torch", "device": "cuda", "dtype": torch.float32}},
+                {"label": "torch cuda f64, P f32", "kw": {
+                    "backend": "torch", "device": "cuda", "dtype": torch.float64, "p_dtype": torch.float32}},
+            ]
         else:
             log("no CUDA device: skipping the torch CUDA columns")
     return out
+
+
+def auto_blocks(g: PreferenceGame) -> bool:
+    """Whether ``context_block="auto"`` blocks this float64 game (see ``nashalign.solve.BLOCK_MIN_BYTES``)."""
+    import importlib
+
+    S = importlib.import_module("nashalign.solve")
+    return g.num_contexts > 1 and np.asarray(g.P).nbytes > S.BLOCK_MIN_BYTES
+
+
+def prepared(g: PreferenceGame, spec: dict[str, Any]) -> PreferenceGame:
+    """The game as a ``spec`` run takes it: stored with P in float32 for the mixed-precision runs."""
+    if spec["kw"].get("p_dtype") is np.float32:
+        return g.to("numpy", p_dtype=np.float32)
+    return g
+
+
+def sync_kw(kw: dict[str, Any]):
+    return sync_for(kw.get("device"))
 
 
 def sync_for(dev: Any):
@@ -156,36 +194,46 @@ def measure_bandwidth(gib: float = 1.0) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------- (a)
-def time_solve(g, alg: str, eta: float, steps: int, backend: str, dev: Any, dtype: Any, repeat: int = 3) -> float:
-    def call():
-        return nashalign.solve(
-            g, alg, eta=eta, tau=TAU, steps=steps, record_every=steps, target=None, backend=backend, device=dev, dtype=dtype
-        )
+def run_solve(g, alg: str, eta: float, steps: int, kw: dict[str, Any]):
+    return nashalign.solve(g, alg, eta=eta, tau=TAU, steps=steps, record_every=steps, target=None, **kw)
 
-    t, _ = common.best_of(call, repeat, sync_for(dev))
+
+def time_solve(g, alg: str, eta: float, steps: int, kw: dict[str, Any], repeat: int = 3) -> float:
+    t, _ = common.best_of(lambda: run_solve(g, alg, eta, steps, kw), repeat, sync_kw(kw))
     return t
 
 
-def throughput(g, label: str, backend: str, dev: Any, dtype: Any, alg: str, repeat: int) -> dict[str, Any]:
-    """Seconds per iteration as the slope between a short and a long run (setup and recording cancel)."""
-    probe = time_solve(g, alg, 1.0, 4, backend, dev, dtype, repeat=1)
-    steps = int(np.clip(0.25 / max(probe / 4, 1e-6), 8, 2000))
-    t1 = time_solve(g, alg, 1.0, steps, backend, dev, dtype, repeat)
-    t2 = time_solve(g, alg, 1.0, 3 * steps, backend, dev, dtype, repeat)
-    per_it = max(t2 - t1, 1e-12) / (2 * steps)
+def p_itemsize(kw: dict[str, Any]) -> int:
+    """Bytes per entry of P as the run stores it."""
     import torch
 
-    itemsize = 4 if dtype == torch.float32 else 8
-    nbytes = np.asarray(g.P).size * itemsize
+    dt = kw.get("p_dtype") or kw.get("dtype")
+    return 4 if dt in (np.float32, torch.float32) else 8
+
+
+def throughput(g, spec: dict[str, Any], alg: str, repeat: int) -> dict[str, Any]:
+    """Seconds per iteration as the slope between a short and a long run (setup and recording cancel)."""
+    kw = spec["kw"]
+    probe = time_solve(g, alg, 1.0, 4, kw, repeat=1)
+    steps = int(np.clip(0.25 / max(probe / 4, 1e-6), 8, 2000))
+    t1 = time_solve(g, alg, 1.0, steps, kw, repeat)
+    t2 = time_solve(g, alg, 1.0, 3 * steps, kw, repeat)
+    per_it = max(t2 - t1, 1e-12) / (2 * steps)
+    nbytes = np.asarray(_xp_numpy(g.P)).size * p_itemsize(kw)
     return {
-        "backend": label,
+        "backend": spec["label"],
         "algorithm": alg,
+        "context_block": run_solve(g, alg, 1.0, 1, kw).settings["context_block"],
         "steps": [steps, 3 * steps],
         "seconds_per_iteration": per_it,
         "iterations_per_second": 1.0 / per_it,
         "matvecs_per_iteration": MATVECS[alg],
         "bandwidth_gbs": MATVECS[alg] * nbytes / per_it / 1e9,
     }
+
+
+def _xp_numpy(x: Any) -> np.ndarray:
+    return np.asarray(nashalign._xp.to_numpy(x))
 
 
 # ----------------------------------------------------------------------------------------------- (b)
@@ -306,15 +354,27 @@ def bench_regularized(g: PreferenceGame, n: int, C: int, seed: int, bks, repeat:
         if T is None:
             runs[alg] = {"eta": eta, "iterations": None}
             continue
-        for label, backend, dev, dtype in bks:
-            if alg != "egpo" and backend != "numpy":
+        for spec in bks:
+            kw = spec["kw"]
+            if alg != "egpo" and spec["label"] != "numpy f64":
                 continue
-            t = time_solve(g, alg, eta, T, backend, dev, dtype, repeat)
-            r = nashalign.solve(g, alg, eta=eta, tau=TAU, steps=T, record_every=T, target=None, backend=backend, device=dev, dtype=dtype)
-            with np.errstate(divide="ignore"):
-                lp = np.log(np.asarray(nashalign._xp.to_numpy(r.last), dtype=np.float64).reshape(C, n))
-            kl = float(np.max(kl_logp(ref_logp, lp)))
-            runs[f"{alg} {label}"] = {"eta": eta, "iterations": T, "seconds": t, "kl_max": kl}
+            if spec.get("only_if_blocked") and not auto_blocks(g):
+                continue
+            gs = prepared(g, spec)
+            Ts = T
+            while True:  # equal accuracy: a run that misses the target (mixed precision) gets more iterations
+                r = run_solve(gs, alg, eta, Ts, kw)
+                with np.errstate(divide="ignore"):
+                    lp = np.log(_xp_numpy(r.last).astype(np.float64).reshape(C, n))
+                kl = float(np.max(kl_logp(ref_logp, lp)))
+                if kl < KL_TARGET or Ts >= T + 5:
+                    break
+                Ts += 1
+            t = time_solve(gs, alg, eta, Ts, kw, repeat)
+            runs[f"{alg} {spec['label']}"] = {
+                "eta": eta, "iterations": Ts, "seconds": t, "kl_max": kl, "context_block": r.settings["context_block"],
+                "p_dtype": r.settings["p_dtype"], "load_average": common.load_average(),
+            }
     row["nashalign"] = runs
     k = min(C, PEER_GAMES[n])
     cv = cvxpy_games(g, ref_logp, k)
@@ -433,7 +493,9 @@ def tables(rec: dict[str, Any]) -> str:
            f"load average {rec['load_average_start']}; torch threads {rec['machine']['torch_threads']}; "
            f"CUDA: {rec['machine']['cuda'].get('name', 'no CUDA device')}."]
     if rec["throughput"]:
-        out += ["", "**(a) Exact steps: throughput** (EGPO = 2 reads of P per iteration, OMWU = 1; GB/s of P read)", ""]
+        out += ["", "**(a) Exact steps: throughput** (EGPO = 2 reads of P per iteration, OMWU = 1; GB/s of P read, "
+                "from cache for blocked runs and P that fits in cache, hence above the memory bandwidth; block = "
+                "contexts per block, - = one block)", ""]
         rows = []
         for r in rec["throughput"]:
             if "skipped" in r:
@@ -442,10 +504,11 @@ def tables(rec: dict[str, Any]) -> str:
             for m in r["runs"]:
                 rows.append({
                     "C x n": f"{r['C']} x {r['n']}", "P (MB)": f"{r['P_mb']:.3g}", "backend": m["backend"], "rule": m["algorithm"],
+                    "block": m.get("context_block") or "-",
                     "it/s": f"{m['iterations_per_second']:.4g}", "GB/s": f"{m['bandwidth_gbs']:.3g}",
                     "% of machine": f"{100 * m['bandwidth_gbs'] / bw['read_best']:.0f}%",
                 })
-        out.append(common.markdown_table(rows, ["C x n", "P (MB)", "backend", "rule", "it/s", "GB/s", "% of machine"]))
+        out.append(common.markdown_table(rows, ["C x n", "P (MB)", "backend", "rule", "block", "it/s", "GB/s", "% of machine"]))
     if rec["regularized"]:
         out += ["", f"**(b) Regularised equilibrium (tau = {TAU}): time to max KL(pi* || pi) < {KL_TARGET:g}**, "
                 "nashalign batched over all C vs cvxpy+Clarabel game by game (timed on k games, x C/k)", ""]
@@ -459,9 +522,11 @@ def tables(rec: dict[str, Any]) -> str:
                 if m.get("iterations") is None:
                     rows.append({"C x n": f"{r['C']} x {r['n']}", "nashalign": f"{key}: no convergence"})
                     continue
+                block = m.get("context_block")
                 rows.append({
-                    "C x n": f"{r['C']} x {r['n']}", "nashalign": key, "eta, its": f"{m['eta']:g}, {m['iterations']}",
-                    "time": common.fmt_s(m["seconds"]), "KL": sci(m["kl_max"]),
+                    "C x n": f"{r['C']} x {r['n']}", "nashalign": key + (f" (blocks of {block})" if block else ""),
+                    "eta, its": f"{m['eta']:g}, {m['iterations']}", "time": common.fmt_s(m["seconds"]),
+                    "KL": sci(m["kl_max"]) + ("" if m["kl_max"] < KL_TARGET else " (> target)"),
                     "cvxpy (k games)": f"{common.fmt_s(cv['extrapolated_s'])} ({cv['games_timed']}; KL {sci(cv['kl_max'])})",
                     "speed-up": f"{cv['extrapolated_s'] / m['seconds']:.3g}x",
                 })
@@ -563,7 +628,10 @@ def main() -> None:
             g = make_game(n, C, args.seed)
             if "a" in args.parts:
                 log(f"(a) C={C} n={n}")
-                runs = [throughput(g, *bk, alg, args.repeat) for bk in bks for alg in ("egpo", "omwu")]
+                runs = [
+                    throughput(prepared(g, spec), spec, alg, args.repeat)
+                    for spec in bks if auto_blocks(g) or not spec.get("only_if_blocked") for alg in ("egpo", "omwu")
+                ]
                 rec["throughput"].append({"n": n, "C": C, "P_mb": mb, "runs": runs})
             if "b" in args.parts:
                 log(f"(b) C={C} n={n}")

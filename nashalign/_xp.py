@@ -35,10 +35,16 @@ def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
         return torch.logsumexp(x, dim=axis, keepdim=keepdims)
     if not (isinstance(x, np.ndarray) and x.dtype.kind == "f" and x.ndim > 0 and x.shape[axis] > 0):
         return _np_logsumexp(x, axis=axis, keepdims=keepdims)  # scalars, ints, complex, empty axes
-    m = np.max(x, axis=axis, keepdims=True)
-    m[~np.isfinite(m)] = 0.0  # an all -inf row gives -inf, a +inf entry gives +inf, NaN stays NaN
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
+    m = x.max(axis=axis, keepdims=True)
+    fin = np.isfinite(m)
+    if fin.all():
+        # Fast path: every x - m <= 0 (or -inf), and the maximum contributes exp(0) = 1, so the sum is
+        # >= 1 and neither exp nor log can warn (no np.errstate, which costs microseconds per call).
+        out = np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
+    else:
+        m = np.where(fin, m, 0.0)  # an all -inf row gives -inf, a +inf entry gives +inf, NaN stays NaN
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            out = np.log(np.exp(x - m).sum(axis=axis, keepdims=True))
     out += m
     return out if keepdims else np.squeeze(out, axis=axis)
 
@@ -65,15 +71,34 @@ def log(x: Array) -> Array:
         return np.log(x)
 
 
+def _mixed(P: Array, v: Array) -> tuple[Array, Any]:
+    """``v`` in ``P``'s dtype, and the dtype of the result: the promotion of both (see :func:`matvec`)."""
+    if is_torch(P):
+        return v.to(P.dtype), torch.promote_types(P.dtype, v.dtype)
+    return v.astype(P.dtype), np.promote_types(P.dtype, v.dtype)
+
+
 def matvec(P: Array, v: Array) -> Array:
-    """Batched matrix-vector product: ``(C, n, m) @ (C, m) -> (C, n)``."""
+    """Batched matrix-vector product: ``(C, n, m) @ (C, m) -> (C, n)``, ``(P v)_i = sum_j P_ij v_j``.
+
+    Mixed precision: when ``P`` is stored in another floating dtype than ``v`` (a float32 ``P`` with float64
+    policies), ``v`` is rounded to ``P``'s dtype, BLAS forms and sums the products in that dtype, and the
+    result comes back in the promoted dtype (float64): only ``(C, n)`` vectors are converted, never ``P``.
+    A float32 product carries a relative error of about ``sqrt(m) * 6e-8``.
+    """
+    if P.dtype != v.dtype:
+        vv, out = _mixed(P, v)
+        return matvec(P, vv).to(out) if is_torch(P) else matvec(P, vv).astype(out)
     if is_torch(P):
         return torch.matmul(P, v.unsqueeze(-1)).squeeze(-1)
     return np.matmul(P, v[..., None])[..., 0]
 
 
 def rmatvec(P: Array, v: Array) -> Array:
-    """Batched ``v^T P``: ``(C, m) , (C, m, n) -> (C, n)``."""
+    """Batched ``v^T P``: ``(C, m) , (C, m, n) -> (C, n)``; mixed dtypes as in :func:`matvec`."""
+    if P.dtype != v.dtype:
+        vv, out = _mixed(P, v)
+        return rmatvec(P, vv).to(out) if is_torch(P) else rmatvec(P, vv).astype(out)
     if is_torch(P):
         return torch.matmul(v.unsqueeze(-2), P).squeeze(-2)
     return np.matmul(v[..., None, :], P)[..., 0, :]
@@ -149,3 +174,8 @@ def zeros_like(x: Array) -> Array:
 
 def where(cond: Array, a: Array, b: Array) -> Array:
     return torch.where(cond, a, b) if is_torch(cond) else np.where(cond, a, b)
+
+
+def concat(xs: list[Array], axis: int = 0) -> Array:
+    """Join arrays of one library along ``axis`` (``np.concatenate`` / ``torch.cat``)."""
+    return torch.cat(list(xs), dim=axis) if is_torch(xs[0]) else np.concatenate(xs, axis=axis)

@@ -130,12 +130,14 @@ class PreferenceGame:
 
     def __repr__(self) -> str:
         lib = "torch" if self.is_torch else "numpy"
-        return f"PreferenceGame(C={self.num_contexts}, n={self.num_responses}, {lib} {self.P.dtype})"
+        dt = f"{self.P.dtype}" if self.P.dtype == self.ref.dtype else f"P {self.P.dtype}, policies {self.ref.dtype}"
+        return f"PreferenceGame(C={self.num_contexts}, n={self.num_responses}, {lib} {dt})"
 
     # ---------------------------------------------------------------- helpers
     def policy(self, policy: Any, name: str = "policy") -> Array:
-        """Validate probabilities ``(n,)`` or ``(C, n)`` and return them as ``(C, n)`` like ``P``."""
-        return V.check_policy(policy, self.num_contexts, self.num_responses, like=self.P, name=name)
+        """Validate probabilities ``(n,)`` or ``(C, n)`` and return them as ``(C, n)`` like ``ref`` (the
+        library, device and dtype of ``P``, or the policies' dtype of a mixed-precision game, see :meth:`to`)."""
+        return V.check_policy(policy, self.num_contexts, self.num_responses, like=self.ref, name=name)
 
     def unbatch(self, x: Array) -> Array:
         """Drop the context axis for games built from one ``(n, n)`` matrix."""
@@ -145,23 +147,48 @@ class PreferenceGame:
         """The same preferences with another reference policy ``mu``."""
         g = PreferenceGame.__new__(PreferenceGame)
         g.__dict__.update(self.__dict__)
-        g.ref = V.check_policy(ref, self.num_contexts, self.num_responses, like=self.P, name="ref")
+        g.ref = V.check_policy(ref, self.num_contexts, self.num_responses, like=self.ref, name="ref")
         g.log_ref = _xp.log(g.ref)
         return g
 
-    def to(self, backend: str = "numpy", device: Any = None, dtype: Any = None) -> PreferenceGame:
-        """Copy onto ``backend`` (``"numpy"`` or ``"torch"``), optionally a torch ``device``/``dtype``."""
+    def to(self, backend: str = "numpy", device: Any = None, dtype: Any = None, p_dtype: Any = None) -> PreferenceGame:
+        """The game on ``backend`` (``"numpy"`` or ``"torch"``), optionally a torch ``device``/``dtype``.
+
+        ``dtype`` (default float64) is that of ``mu`` and of every policy and result.  ``p_dtype`` (default
+        ``dtype``) stores ``P`` alone in another dtype: a *mixed-precision* game with a float32 ``P`` and float64
+        policies reads half the bytes per win-rate product ``P pi`` (formed and summed in float32, see
+        :func:`nashalign._xp.matvec`; relative error ~``sqrt(n) * 6e-8``) while log-policies, updates and
+        metrics stay float64.  A torch game moves with ``Tensor.to`` (device to device, no host round trip)
+        and stays on its device when ``device`` is None; a numpy game goes to ``device`` (default CPU).
+        Arrays already of the requested library, dtype and device are shared, not copied (games are never
+        modified in place).
+
+        Raises:
+            ValueError: unknown backend, or a ``dtype``/``p_dtype`` that is not a floating dtype.
+        """
         g = PreferenceGame.__new__(PreferenceGame)
         g.__dict__.update(self.__dict__)
         if backend == "numpy":
-            g.P = np.asarray(_xp.to_numpy(self.P), dtype=dtype or np.float64)
-            g.ref = np.asarray(_xp.to_numpy(self.ref), dtype=g.P.dtype)
+            dt = np.dtype(dtype or np.float64)
+            pdt = dt if p_dtype is None else np.dtype(p_dtype)
+            if dt.kind != "f" or pdt.kind != "f":
+                raise ValueError(f"dtype and p_dtype must be floating dtypes, got {dt} and {pdt}.")
+            g.P = np.asarray(_xp.to_numpy(self.P), dtype=pdt)
+            g.ref = np.asarray(_xp.to_numpy(self.ref), dtype=dt)
         elif backend == "torch":
             import torch
 
             dt = dtype or torch.float64
-            g.P = torch.as_tensor(_xp.to_numpy(self.P), dtype=dt, device=device)
-            g.ref = torch.as_tensor(_xp.to_numpy(self.ref), dtype=dt, device=device)
+            pdt = dt if p_dtype is None else p_dtype
+            if not (isinstance(dt, torch.dtype) and dt.is_floating_point and isinstance(pdt, torch.dtype) and pdt.is_floating_point):
+                raise ValueError(f"dtype and p_dtype must be floating torch dtypes with backend='torch', got {dt} and {pdt}.")
+            if _xp.is_torch(self.P):
+                dev = self.P.device if device is None else device
+                g.P = self.P.to(device=dev, dtype=pdt)
+                g.ref = self.ref.to(device=dev, dtype=dt)
+            else:
+                g.P = torch.as_tensor(self.P, dtype=pdt, device=device)
+                g.ref = torch.as_tensor(self.ref, dtype=dt, device=device)
         else:
             raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
         g.log_ref = _xp.log(g.ref)

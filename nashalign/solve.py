@@ -24,6 +24,15 @@ from nashalign.result import History, SolveResult
 #: Above this many (context, response) cells, ``target="auto"`` does not call cvxpy.
 AUTO_TARGET_MAX_CELLS = 20_000
 
+#: ``context_block="auto"``: bytes of ``P`` per block of contexts in the blocked exact loop.  A few MB stays
+#: in the L2/L3 cache of current CPUs while every step of the block runs (measured on a 2-core AMD EPYC
+#: with 2 MB L2 per core and 32 MB L3: 4-8 MB blocks are fastest at n = 100, see benchmarks/README.md);
+#: smaller blocks pay the per-step Python overhead more often.
+BLOCK_BYTES = 4 * 2**20
+#: ``context_block="auto"`` blocks only a ``P`` larger than this: a smaller one already stays in the last-level
+#: cache between steps, and one block is faster (fewer, larger numpy calls).
+BLOCK_MIN_BYTES = 16 * 2**20
+
 
 def _build_algorithm(algorithm: str | Algorithm, eta: Any, tau: Any, kwargs: dict[str, Any]) -> Algorithm:
     if isinstance(algorithm, str):
@@ -86,6 +95,165 @@ class _WinRates:
         return sig
 
 
+def _exact_iteration(alg: Algorithm, st: State, win_rates: _WinRates) -> State:
+    """One iteration of the exact loop: every phase's step with exact win rates ``s = sum_j c_j P q_j``."""
+    for phase in range(alg.phases):
+        st = alg.update(st, win_rates.signal(alg.opponents(st, phase)), phase)
+    return st
+
+
+def _metrics(P: Any, win_rates: _WinRates, s: State, avg_sum: Any, n_done: int, tgt: Any, tau: float) -> dict[str, Any]:
+    """Per-context values ``(C,)`` of the history columns at state ``s`` (the driver records their means).
+
+    ``expl = max_y P(y > pi) - 1/2``; with ``tau > 0`` also ``tau KL(pi || BR_tau(pi))``; with a target
+    ``pi*``, ``KL(pi* || pi)``; each for the last iterate ``pi_t`` and the average ``avg_sum / n_done``.
+    ``P pi_t`` comes from ``win_rates`` (and serves the next exact step).
+    """
+    pi, w = _xp.exp(s.logp), win_rates(s.logp)
+    if n_done > 0:
+        log_avg = _xp.log(avg_sum / n_done)
+        pi_avg = _xp.exp(log_avg)
+        w_avg = _xp.matvec(P, pi_avg)
+    else:
+        log_avg, pi_avg, w_avg = s.logp, pi, w
+    out = {"expl_last": expl_from_win_rates(w), "expl_avg": expl_from_win_rates(w_avg)}
+    if tau > 0:
+        out["reg_expl_last"] = reg_expl_from_win_rates(w, pi, s.logp, s.logmu, tau)
+        out["reg_expl_avg"] = reg_expl_from_win_rates(w_avg, pi_avg, log_avg, s.logmu, tau)
+    if tgt is not None:
+        out["kl_target_last"] = kl_logp(tgt, s.logp)
+        out["kl_target_avg"] = kl_logp(tgt, log_avg)
+    return out
+
+
+def _drift_message(m: float, t: int, m0: float, eta: Any, tau: float) -> str:
+    return (
+        f"the last iterate moved away from the regularised equilibrium: regularised exploitability "
+        f"{m:.3g} at step {t} > {max(2.0 * m0, m0 + 1e-3):.3g} (start {m0:.3g}); eta={eta} "
+        f"is likely above this rule's stability limit for tau={tau}."
+    )
+
+
+def _resolve_block(
+    context_block: Any, alg: Algorithm, P: Any, *, mode: str, tol: Any, checkpoint: Any, state: Any, progress: bool
+) -> int | None:
+    """Contexts per block of the blocked exact loop, or None for the one-block loop.
+
+    ``"auto"``: blocks of about :data:`BLOCK_BYTES` of ``P`` when ``P`` is larger than :data:`BLOCK_MIN_BYTES`,
+    for the registered algorithms (whose steps act on each context separately) with the numpy backend (torch
+    on CPU was measured slower blocked: its batched matmul is not bandwidth-bound and its per-call overhead
+    is larger; CUDA has no cache to block for), when nothing needs the whole batch at every record (``tol``,
+    checkpoints, a progress bar, a given state, sampled mode); an int forces blocks of that many contexts (any
+    backend) and raises if one of those is set.
+    """
+    if context_block is None:
+        return None
+    blockers = [
+        name for name, on in (
+            ("mode='sampled'", mode != "exact"), ("tol", tol is not None), ("checkpoint", checkpoint is not None),
+            ("state", state is not None), ("progress=True", bool(progress)),
+        ) if on
+    ]
+    C, n = int(P.shape[0]), int(P.shape[-1])
+    if isinstance(context_block, str):
+        if context_block != "auto":
+            raise ValueError(f"context_block must be 'auto', None or a positive int, got {context_block!r}.")
+        from nashalign.algorithms.registry import ALGORITHMS
+
+        registered = ALGORITHMS.get(alg.name) is type(alg)
+        if blockers or not registered or _xp.is_torch(P) or C * n * n * P.itemsize <= BLOCK_MIN_BYTES:
+            return None
+        block = max(1, BLOCK_BYTES // (n * n * P.itemsize))
+    else:
+        if isinstance(context_block, bool) or not isinstance(context_block, (int, np.integer)) or context_block < 1:
+            raise ValueError(f"context_block must be 'auto', None or a positive int, got {context_block!r}.")
+        if blockers:
+            raise ValueError(
+                f"context_block={context_block} runs each block of contexts to the end before the next, which "
+                f"cannot honour {', '.join(blockers)} (they need the whole batch at every record); pass "
+                "context_block=None (or 'auto', which falls back by itself)."
+            )
+        block = int(context_block)
+    return block if block < C else None
+
+
+def _solve_blocked(
+    alg: Algorithm, P: Any, logmu: Any, logp0: Any, tgt: Any, steps: int, record_every: int, block: int
+) -> tuple[State, Any, History] | None:
+    """The exact loop run block by block: contexts ``[c0, c0 + block)`` do all ``steps`` iterations while their
+    slice of ``P`` (the only large array) stays in cache, then the next block starts.
+
+    Contexts are independent games and every registered step acts on each context separately, so the
+    iterates equal the one-block loop's; the history rows sum the blocks' per-context values at each
+    recorded step (means over all ``C`` contexts, as in the one-block loop, up to summation order) and
+    their ``time`` is the sum of the blocks' times to that step.  Returns None when an iterate becomes NaN:
+    the caller then reruns the one-block loop, which reports it exactly as it always does.
+    """
+    C = int(P.shape[0])
+    tau = float(alg.tau)
+    sums: list[dict[str, float]] = []  # one row per recorded step: per-context values summed over blocks
+    states: list[State] = []
+    avgs: list[Any] = []
+    for c0 in range(0, C, block):
+        sl = slice(c0, min(c0 + block, C))
+        Pb = P[sl]
+        win_rates = _WinRates(Pb)
+        st = alg.init(logp0[sl], logmu[sl])
+        tg = None if tgt is None else tgt[sl]
+        avg_sum = _xp.zeros_like(st.logp)
+        t0 = time.perf_counter()
+        rec_time, k = 0.0, 0
+        while True:
+            if st.t % record_every == 0 or st.t >= steps or k == 0:  # the start, every record_every, the last
+                if not _xp.no_nan(st.logp):
+                    return None
+                r0 = time.perf_counter()
+                vals = _metrics(Pb, win_rates, st, avg_sum, st.t, tg, tau)
+                if k == len(sums):
+                    sums.append({"step": st.t, "queries": 0, "time": 0.0})
+                row = sums[k]
+                row["time"] += r0 - t0 - rec_time
+                for key, v in vals.items():
+                    row[key] = row.get(key, 0.0) + float(_xp.to_numpy(v).sum())
+                k += 1
+                rec_time += time.perf_counter() - r0
+            if st.t >= steps:
+                break
+            st = _exact_iteration(alg, st, win_rates)
+            avg_sum = avg_sum + _xp.exp(st.logp)
+        states.append(st)
+        avgs.append(avg_sum)
+    history = History()
+    for row in sums:
+        history.append(**{key: v / C if key not in ("step", "queries", "time") else v for key, v in row.items()})
+    first = states[0]
+    memory = {
+        key: _xp.concat([s.memory[key] for s in states])
+        if getattr(val, "ndim", 0) >= 1 and val.shape[0] == first.logp.shape[0] else val
+        for key, val in first.memory.items()
+    }
+    st = State(first.t, _xp.concat([s.logp for s in states]), _xp.concat([s.logmu for s in states]), memory)
+    return st, _xp.concat(avgs), history
+
+
+def _blocked_status(history: History, alg: Algorithm, steps: int) -> tuple[str, int | None, str]:
+    """The status the one-block loop reaches online, from a blocked run's merged history (no ``tol`` there):
+    with ``tau > 0``, ``"diverged"`` at the first record whose regularised exploitability exceeds
+    ``max(2 m_0, m_0 + 1e-3)``, else :func:`_stall_check`."""
+    tau = float(alg.tau)
+    message = f"ran {steps} steps"
+    if tau <= 0:
+        return "ok", None, message
+    r = history["reg_expl_last"]
+    m0 = float(r[0])
+    bad = np.flatnonzero(r[1:] > max(2.0 * m0, m0 + 1e-3))
+    if bad.size:
+        t = int(history["step"][1 + bad[0]])
+        return "diverged", t, _drift_message(float(r[1 + bad[0]]), t, m0, alg.eta, tau)
+    status, message = _stall_check(history, message)
+    return status, None, message
+
+
 def _target_logp(game: PreferenceGame, target: Any, tau: float, logmu: Any) -> Any:
     if target is None or (isinstance(target, str) and target == "none"):
         return None
@@ -98,7 +266,7 @@ def _target_logp(game: PreferenceGame, target: Any, tau: float, logmu: Any) -> A
 
         ref = _xp.exp(logmu)
         tgt = solve_regularized_nash(game.to("numpy"), tau, ref=_xp.to_numpy(ref))
-        return _xp.like(np.log(np.reshape(tgt, (game.num_contexts, game.num_responses))), game.P)
+        return _xp.like(np.log(np.reshape(tgt, (game.num_contexts, game.num_responses))), game.ref)
     pi = game.policy(target, "target")
     return _xp.log(pi)
 
@@ -115,6 +283,7 @@ def solve(
     backend: str = "numpy",
     device: Any = None,
     dtype: Any = None,
+    p_dtype: Any = None,
     record_every: int | None = None,
     seed: int | None = None,
     target: Any = "auto",
@@ -131,14 +300,19 @@ def solve(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     state: State | None = None,
+    context_block: int | str | None = "auto",
     **algorithm_kwargs: Any,
 ) -> SolveResult:
     """Run ``algorithm`` on ``game`` for ``steps`` iterations.
 
     Exact mode applies the algorithm's tabular step with exact win rates ``P(. > q) = P q``, batched over
-    all contexts.  Sampled mode (``mode="sampled"``) replaces exact win rates by preference queries to a
-    stochastic oracle (Bernoulli outcomes drawn from ``P`` by default) and the exact step by ``inner_steps``
-    optimiser steps on the algorithm's torch loss over a softmax table: the same loss the LLM trainer uses.
+    all contexts.  ``P`` is the only large array and each step reads it (one matvec per opponent policy), so
+    with numpy a large batch runs *blocked* (``context_block``): the contexts are independent games, so a
+    block of them does every iteration while its slice of ``P`` stays in cache before the next block starts;
+    the iterates are those of the one-block loop.  Sampled mode (``mode="sampled"``) replaces exact win
+    rates by preference queries to a stochastic oracle (Bernoulli outcomes drawn from ``P`` by default) and
+    the exact step by ``inner_steps`` optimiser steps on the algorithm's torch loss over a softmax table: the
+    same loss the LLM trainer uses.
 
     Args:
         game: the preference game (``(n, n)`` or ``(C, n, n)``).
@@ -149,6 +323,10 @@ def solve(
         ref: reference policy ``mu`` (default: the game's).
         init: initial policy (probabilities; default ``mu``).
         backend: ``"numpy"`` (float64) or ``"torch"`` (float64 on CPU by default; ``dtype``/``device`` to change).
+        p_dtype: dtype of ``P`` alone (default ``dtype``), exact mode: ``np.float32`` (``torch.float32``) runs
+            mixed precision, the products ``P pi`` in float32 (half the bytes read per step) and everything else
+            (log-policies, updates, averages, metrics) in ``dtype``; see :meth:`PreferenceGame.to`.  Pass a game
+            already stored that way (``game.to("numpy", p_dtype=np.float32)``) to skip the conversion.
         record_every: record the history every this many steps (default ``max(1, steps // 200)``).
         seed: seed of the sampled mode.
         target: ``"auto"`` (the regularised equilibrium from cvxpy when ``tau > 0`` and the game is small),
@@ -161,6 +339,13 @@ def solve(
         checkpoint, checkpoint_every: save the run to this ``.npz`` file every so many steps and at the end;
             an existing file is resumed from (the same settings must be passed).
         state: continue from this algorithm state (e.g. ``previous_result.state``).
+        context_block: contexts per block in exact mode.  ``"auto"`` (default): with numpy, for the registered
+            algorithms, blocks of about :data:`BLOCK_BYTES` of ``P`` when ``P`` is larger than
+            :data:`BLOCK_MIN_BYTES` (so it no longer stays in cache between steps) and none of ``tol``,
+            checkpoints, ``progress``, ``state`` or sampled mode is set (they need the whole batch at every
+            record); ``None``: one block.  An int forces that block size (and raises with those options).
+            Blocked runs give the same iterates and history (means over all contexts; ``time`` sums the
+            blocks' times to each recorded step) and rerun as one block if an iterate turns NaN.
         **algorithm_kwargs: further hyperparameters for a named algorithm (e.g. ``mixture=0.5``).
 
     Returns:
@@ -184,12 +369,11 @@ def solve(
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}.")
 
-    if backend == "numpy":
-        g = game.to("numpy", dtype=dtype)
-    elif backend == "torch":
-        g = game.to("torch", device=device, dtype=dtype)
-    else:
+    if backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
+    if p_dtype is not None and mode != "exact":
+        raise ValueError("p_dtype (mixed precision) is for mode='exact'; the sampled mode keeps P in dtype.")
+    g = game.to(backend, device=device, dtype=dtype, p_dtype=p_dtype)  # numpy ignores device
     P = g.P
     logmu = g.log_ref if ref is None else _xp.log(g.policy(ref, "ref"))
     logp0 = logmu if init is None else _xp.log(g.policy(init, "init"))
@@ -204,11 +388,25 @@ def solve(
         "num_responses": g.num_responses,
         "backend": backend,
         "device": str(device) if device is not None else None,
-        "dtype": str(P.dtype),
+        "dtype": str(g.ref.dtype),
+        "p_dtype": str(P.dtype),
         "mode": mode,
         "seed": seed,
         "record_every": record_every,
     }
+    block = _resolve_block(
+        context_block, alg, P, mode=mode, tol=tol, checkpoint=checkpoint, state=state, progress=progress
+    )
+    settings["context_block"] = block
+    if block is not None:
+        out = _solve_blocked(alg, P, logmu, logp0, tgt, steps, record_every, block)
+        if out is not None:
+            st, avg_sum, history = out
+            status, diverged_at, message = _blocked_status(history, alg, steps)
+            last = g.unbatch(_xp.exp(st.logp))
+            average = g.unbatch(avg_sum / st.t) if st.t > 0 else last
+            return SolveResult(last, average, history, settings, status, diverged_at, message, st)
+        settings["context_block"] = None  # an iterate turned NaN: the one-block loop reports it
     if mode == "sampled":
         from nashalign.sampled import SampledRunner
 
@@ -227,7 +425,7 @@ def solve(
     queries = 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists() and state is None:
-        st, avg_sum, history, queries = _load_checkpoint(ckpt, P)
+        st, avg_sum, history, queries = _load_checkpoint(ckpt, g.ref)
         if runner is not None:
             runner.queries = queries
     t0 = time.perf_counter()
@@ -239,26 +437,10 @@ def solve(
     def record(s: State) -> float:
         nonlocal rec_time
         r0 = time.perf_counter()
-        n_done = s.t - base_t
         row: dict[str, float] = {"step": s.t, "queries": queries, "time": r0 - t0 - rec_time}
         # P is read once per policy: the win rates serve both exploitabilities (and the next exact step).
-        pi, w = _xp.exp(s.logp), win_rates(s.logp)
-        row["expl_last"] = float(_xp.to_numpy(expl_from_win_rates(w)).mean())
-        if n_done > 0:
-            log_avg = _xp.log(avg_sum / n_done)
-            pi_avg = _xp.exp(log_avg)
-            w_avg = _xp.matvec(P, pi_avg)
-        else:
-            log_avg, pi_avg, w_avg = s.logp, pi, w
-        row["expl_avg"] = float(_xp.to_numpy(expl_from_win_rates(w_avg)).mean())
-        if tau_f > 0:
-            row["reg_expl_last"] = float(_xp.to_numpy(reg_expl_from_win_rates(w, pi, s.logp, s.logmu, tau_f)).mean())
-            row["reg_expl_avg"] = float(
-                _xp.to_numpy(reg_expl_from_win_rates(w_avg, pi_avg, log_avg, s.logmu, tau_f)).mean()
-            )
-        if tgt is not None:
-            row["kl_target_last"] = float(_xp.to_numpy(kl_logp(tgt, s.logp)).mean())
-            row["kl_target_avg"] = float(_xp.to_numpy(kl_logp(tgt, log_avg)).mean())
+        vals = _metrics(P, win_rates, s, avg_sum, s.t - base_t, tgt, tau_f)
+        row.update({key: float(_xp.to_numpy(v).mean()) for key, v in vals.items()})
         history.append(**row)
         rec_time += time.perf_counter() - r0
         return row["reg_expl_last"] if tau_f > 0 else row["expl_last"]
@@ -276,8 +458,7 @@ def solve(
     end_t = base_t + steps
     while st.t < end_t:
         if runner is None:
-            for phase in range(alg.phases):
-                st = alg.update(st, win_rates.signal(alg.opponents(st, phase)), phase)
+            st = _exact_iteration(alg, st, win_rates)
         else:
             st = runner.iterate(st)
             queries = runner.queries
@@ -301,11 +482,7 @@ def solve(
                 bar.set_postfix(expl=f"{m:.3g}")
             if tau_f > 0 and diverged_at is None and m > max(2.0 * m0, m0 + 1e-3):
                 status, diverged_at = "diverged", st.t
-                message = (
-                    f"the last iterate moved away from the regularised equilibrium: regularised exploitability "
-                    f"{m:.3g} at step {st.t} > {max(2.0 * m0, m0 + 1e-3):.3g} (start {m0:.3g}); eta={alg.eta} "
-                    f"is likely above this rule's stability limit for tau={tau_f}."
-                )
+                message = _drift_message(m, st.t, m0, alg.eta, tau_f)
             if tol is not None and m < tol and status == "ok":
                 status, message = "converged", f"monitored exploitability {m:.3g} < tol {tol:g} at step {st.t}"
                 break
@@ -359,7 +536,7 @@ def _load_checkpoint(path: Path, like: Any) -> tuple[State, Any, History, int]:
 
     with np.load(path, allow_pickle=False) as z:
         d = {k: z[k] for k in z.files}
-    st = State.from_dict(d, like=like[..., 0])
-    avg = _xp.like(d["avg_sum"], like[..., 0])
+    st = State.from_dict(d, like=like)
+    avg = _xp.like(d["avg_sum"], like)
     hist = History.from_dict(json.loads(str(d["history_json"])))
     return st, avg, hist, int(d["queries"])

@@ -133,3 +133,50 @@ def test_invalid_policy_raises_with_message():
 def test_to_rejects_unknown_backend():
     with pytest.raises(ValueError, match="backend must be 'numpy' or 'torch'"):
         rock_paper_scissors().to("jax")
+
+
+def test_to_moves_torch_games_directly_and_keeps_values():
+    P = random_game(4, num_contexts=3, seed=2).P
+    ref = np.full((3, 4), 0.25)
+    gt = PreferenceGame(torch.as_tensor(P), ref=torch.as_tensor(ref))
+    same = gt.to("torch")  # nothing to change: the tensors are shared, not copied through numpy
+    assert same.P is gt.P and same.ref is gt.ref
+    f32 = gt.to("torch", dtype=torch.float32)
+    assert f32.P.dtype == torch.float32 and f32.P.device == gt.P.device
+    np.testing.assert_array_equal(f32.P.numpy(), P.astype(np.float32))
+    back = f32.to("torch", device="cpu")  # the default dtype is float64 again
+    assert back.P.dtype == torch.float64 and back.log_ref.dtype == torch.float64
+    np.testing.assert_array_equal(PreferenceGame(P).to("torch", device="cpu").P.numpy(), P)
+
+
+@pytest.mark.gpu
+def test_to_moves_between_cpu_and_cuda():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    P = random_game(4, num_contexts=3, seed=2).P
+    gc = PreferenceGame(P).to("torch", device="cuda")
+    assert gc.P.is_cuda and gc.ref.is_cuda and gc.log_ref.is_cuda
+    assert gc.to("torch").P.is_cuda  # stays on its device
+    gc2 = gc.to("torch", dtype=torch.float32)
+    assert gc2.P.is_cuda and gc2.P.dtype == torch.float32
+    np.testing.assert_array_equal(gc.to("torch", device="cpu").P.numpy(), P)
+    np.testing.assert_array_equal(gc.to("numpy").P, P)
+
+
+def test_mixed_precision_game_keeps_policies_in_float64():
+    g = random_game(5, num_contexts=2, seed=1, ref="random")
+    m = g.to("numpy", p_dtype=np.float32)
+    assert m.P.dtype == np.float32 and m.ref.dtype == np.float64 and m.log_ref.dtype == np.float64
+    assert "P float32, policies float64" in repr(m)
+    pi = np.array([0.2, 0.2, 0.1, 0.4, 0.1])
+    w = m.win_rates(pi)  # formed in float32, returned in float64
+    assert w.dtype == np.float64
+    np.testing.assert_allclose(w, g.win_rates(pi), atol=1e-6, rtol=0)
+    assert m.to("numpy", p_dtype=np.float32).P is m.P  # already stored so: shared
+    mt = m.to("torch", p_dtype=torch.float32)
+    assert mt.P.dtype == torch.float32 and mt.ref.dtype == torch.float64
+    np.testing.assert_array_equal(mt.win_rates(torch.as_tensor(pi)).numpy(), w)
+    with pytest.raises(ValueError, match="floating"):
+        g.to("numpy", p_dtype=np.int64)
+    with pytest.raises(ValueError, match="floating torch dtypes"):
+        g.to("torch", dtype=np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 
 import numpy as np
@@ -134,3 +135,113 @@ def test_result_round_trips_through_json(tmp_path, source):
         for col in COLUMNS:
             a, b = r.history[col], back.history[col]
             assert all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b)), col
+
+
+# ------------------------------------------------------------------------------- blocked exact loop
+_BLOCK_CASES = [
+    ("egpo", {"eta": 2.0, "tau": 0.1}),
+    ("omwu", {"eta": 1.0, "tau": 0.05}),
+    ("nash_ema", {"eta": 0.5, "tau": 0.1}),
+    ("mwu", {"eta": 0.3}),
+    ("omwu", {"eta": 9.0, "tau": 0.1}),  # drifts away: status "diverged" at step 3
+    ("nash_md", {"eta": 5.0, "tau": 0.1}),  # status "stalled"
+]
+
+
+@pytest.mark.parametrize("alg,kw", _BLOCK_CASES)
+def test_blocked_loop_equals_one_block(alg, kw):
+    g = games.random_game(9, num_contexts=23, seed=3, ref="random")
+    a = solve(g, alg, steps=41, record_every=3, context_block=None, **kw)
+    b = solve(g, alg, steps=41, record_every=3, context_block=5, **kw)  # blocks of 5, 5, 5, 5, 3
+    assert a.settings["context_block"] is None and b.settings["context_block"] == 5
+    np.testing.assert_allclose(b.last, a.last, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(b.average, a.average, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(b.state.logp, a.state.logp, atol=1e-12, rtol=0)
+    assert b.state.t == a.state.t and set(b.state.memory) == set(a.state.memory)
+    for key in a.state.memory:
+        np.testing.assert_allclose(b.state.memory[key], a.state.memory[key], atol=1e-12, rtol=0)
+    for col in COLUMNS:
+        if col != "time":
+            np.testing.assert_allclose(b.history[col], a.history[col], atol=1e-12, rtol=1e-12, err_msg=col)
+    assert (b.status, b.diverged_at, b.message) == (a.status, a.diverged_at, a.message)
+    assert (np.diff(b.history["time"]) >= 0).all()
+
+
+def test_blocked_loop_continues_like_one_block_and_on_torch():
+    g = games.random_game(6, num_contexts=10, seed=4, ref="random")
+    a = solve(g, "omwu", eta=1.0, tau=0.1, steps=30, target=None, context_block=None)
+    b = solve(g, "omwu", eta=1.0, tau=0.1, steps=30, target=None, context_block=3)
+    a2 = solve(g, "omwu", eta=1.0, tau=0.1, steps=10, target=None, state=a.state)
+    b2 = solve(g, "omwu", eta=1.0, tau=0.1, steps=10, target=None, state=b.state)  # "prev" memory was joined
+    np.testing.assert_allclose(b2.last, a2.last, atol=1e-12, rtol=0)
+    t = solve(g, "omwu", eta=1.0, tau=0.1, steps=30, target=None, context_block=3, backend="torch")
+    assert t.settings["context_block"] == 3
+    np.testing.assert_allclose(t.last.numpy(), a.last, atol=1e-12, rtol=0)
+
+
+def test_auto_blocks_only_large_games_it_can_block(monkeypatch):
+    S = importlib.import_module("nashalign.solve")  # the module (the package exports the function as `solve`)
+
+    g = games.random_game(5, num_contexts=12, seed=5, ref="random")
+    assert solve(g, "egpo", eta=1.0, tau=0.1, steps=5, target=None).settings["context_block"] is None  # small P
+    monkeypatch.setattr(S, "BLOCK_MIN_BYTES", 0)
+    monkeypatch.setattr(S, "BLOCK_BYTES", 4 * 5 * 5 * 8)  # 4 contexts of 5 x 5 float64
+    r = solve(g, "egpo", eta=1.0, tau=0.1, steps=5, target=None)
+    assert r.settings["context_block"] == 4
+    one = solve(g, "egpo", eta=1.0, tau=0.1, steps=5, target=None, context_block=None)
+    np.testing.assert_allclose(r.last, one.last, atol=1e-12, rtol=0)
+    # anything that needs the whole batch at every record, and unregistered algorithms, run as one block
+    assert solve(g, "egpo", eta=1.0, tau=0.1, steps=5, tol=1e-9).settings["context_block"] is None
+    assert solve(g, "egpo", eta=1.0, tau=0.1, steps=5, state=r.state).settings["context_block"] is None
+    assert solve(g, _NaNAfterFive(eta=0.1), steps=3).settings["context_block"] is None
+
+
+def test_blocked_loop_falls_back_on_nan():
+    g = games.random_game(3, num_contexts=6, seed=1)
+    with pytest.raises(ValueError, match="produced NaN at step 5 \\(context 0\\)"):
+        solve(g, _NaNAfterFive(eta=0.1), steps=20, record_every=1, context_block=2)
+    r = solve(g, _NaNAfterFive(eta=0.1), steps=20, record_every=1, throw=False, context_block=2)
+    assert r.status == "diverged" and r.diverged_at == 5 and r.settings["context_block"] is None
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"context_block": 0}, "context_block must be 'auto', None or a positive int"),
+        ({"context_block": "yes"}, "context_block must be 'auto', None or a positive int"),
+        ({"context_block": True}, "context_block must be 'auto', None or a positive int"),
+        ({"context_block": 2, "tol": 1e-6}, "cannot honour tol"),
+        ({"context_block": 2, "mode": "sampled"}, "cannot honour mode='sampled'"),
+    ],
+)
+def test_bad_context_block(kwargs, match):
+    g = games.random_game(3, num_contexts=4, seed=0)
+    with pytest.raises(ValueError, match=match):
+        solve(g, "omd", eta=0.5, tau=0.1, steps=2, target=None, **kwargs)
+
+
+# ------------------------------------------------------------------------------- mixed precision
+def test_float32_P_mixed_precision_reaches_the_float64_equilibrium():
+    import torch
+
+    from nashalign.equilibrium import solve_regularized_nash
+    from nashalign.metrics import kl_logp
+
+    g = games.random_game(30, num_contexts=4, seed=7, ref="random")
+    target = np.log(solve_regularized_nash(g, 0.1))  # float64, from the float64 game
+    r = solve(g, "egpo", eta=2.0, tau=0.1, steps=300, p_dtype=np.float32, target=None)
+    assert r.settings["p_dtype"] == "float32" and r.settings["dtype"] == "float64"
+    assert r.last.dtype == np.float64 and r.state.logp.dtype == np.float64
+    assert np.max(kl_logp(target, np.log(r.last))) < 1e-12  # float32 rounding of P moves pi* by ~1e-7 in log space
+    # a game stored mixed is used as is (no conversion), blocked or not, and the same on torch
+    g32 = g.to("numpy", p_dtype=np.float32)
+    assert g32.P.dtype == np.float32 and g32.ref.dtype == np.float64 and g32.policy(np.full(30, 1 / 30)).dtype == np.float64
+    b = solve(g32, "egpo", eta=2.0, tau=0.1, steps=300, p_dtype=np.float32, target=None, context_block=3)
+    np.testing.assert_allclose(b.last, r.last, atol=1e-12, rtol=0)
+    t = solve(g, "egpo", eta=2.0, tau=0.1, steps=300, p_dtype=torch.float32, target=None, backend="torch")
+    assert t.last.dtype == torch.float64
+    assert np.max(kl_logp(target, np.log(t.last.numpy()))) < 1e-12
+    with pytest.raises(ValueError, match="p_dtype \\(mixed precision\\) is for mode='exact'"):
+        solve(g, "egpo", eta=2.0, tau=0.1, steps=3, p_dtype=np.float32, mode="sampled")
+    with pytest.raises(ValueError, match="floating dtypes"):
+        solve(g, "egpo", eta=2.0, tau=0.1, steps=3, p_dtype=np.int32)
