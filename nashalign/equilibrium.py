@@ -41,6 +41,19 @@ _CLARABEL_EXP = {"tol_gap_abs": 1e-10, "tol_gap_rel": 1e-10, "tol_feas": 1e-10, 
 _DPP_MAX_N = 128
 #: Candidate support thresholds tried by the LP polish.
 _SUPPORT_THRESHOLDS = (1e-13, 1e-11, 1e-9, 1e-7, 1e-5)
+#: Win-rate candidates: ``S = {y : (A pi)(y) >= -f * expl(pi)}`` for these ``f``.  At an approximate equilibrium
+#: with exploitability ``eps`` the support's responses earn about the value and the others ``-gap``, so these
+#: find the support from iterates far less accurate than the probability thresholds need.
+_WINRATE_FACTORS = (2.0, 8.0, 32.0, 128.0)
+
+
+def _candidate_supports(A: np.ndarray, pi: np.ndarray) -> list[np.ndarray]:
+    """Support guesses ``(C, n)`` for :func:`_support_polish`: by probability, then by win rate."""
+    out = [pi > thr * pi.max(-1, keepdims=True) for thr in _SUPPORT_THRESHOLDS]
+    w = np.einsum("cij,cj->ci", A, pi)  # (A pi)(y) = P(y > pi) - 1/2
+    eps = np.maximum(w.max(-1, keepdims=True), 1e-15)
+    out += [w >= -f * eps for f in _WINRATE_FACTORS]
+    return out
 
 
 class EquilibriumError(RuntimeError):
@@ -228,7 +241,8 @@ def _support_polish(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
 
     For support ``S`` the NE satisfies ``(A pi)(y) = v`` for ``y in S`` (all best responses earn the
     value, here ``v = 0``), ``pi(y) = 0`` off ``S`` and ``1^T pi = 1``: one square linear system of size
-    ``n + 1`` per context, solved batched.  Candidates that come out infeasible (negative mass) or
+    ``n + 1`` per context, solved batched.  The candidate supports come from the probabilities and the win
+    rates of ``pi`` (:func:`_candidate_supports`); candidates that come out infeasible (negative mass) or
     singular are discarded.
     """
     C, n = pi.shape
@@ -236,8 +250,7 @@ def _support_polish(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
     best_expl = np.max(np.einsum("cij,cj->ci", A, pi), -1)
     eye = np.eye(n)
     seen: set[bytes] = set()
-    for thr in _SUPPORT_THRESHOLDS:
-        S = pi > thr * pi.max(-1, keepdims=True)  # (C, n)
+    for S in _candidate_supports(A, pi):
         if S.tobytes() in seen:
             continue
         seen.add(S.tobytes())
