@@ -46,6 +46,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_tabular.py
+	$(PY) benchmarks/bench_losses.py
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -27,6 +27,10 @@ _LAZY: dict[str, str] = {
     "response_distribution": "nashalign.llm.synthetic",
     "extended_game": "nashalign.llm.synthetic",
     "evaluate_exact": "nashalign.llm.synthetic",
+    # trainer
+    "NashTrainer": "nashalign.llm.trainer",
+    "TrainerConfig": "nashalign.llm.trainer",
+    "BenchmarkSummary": "nashalign.llm.trainer",
     # evaluation and data
     "WinRate": "nashalign.llm.evaluate",
     "win_rate": "nashalign.llm.evaluate",
