@@ -328,6 +328,8 @@ class SweepSummary(Callback):
             plots=self.plots,
         )
         if sweep:
+            if out["equilibria"]:
+                print(f"\nExact equilibria (cvxpy), the targets every run is measured against\n\n{out['equilibria']}")
             print(f"\n{self.title or 'Summary'} ({len(runs)} runs)\n\n{out['markdown']}\n")
             print(f"summary: {out['summary_md']} and {out['summary_csv'].name}")
         if out["plots"]:

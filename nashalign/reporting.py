@@ -38,6 +38,8 @@ __all__ = [
     "format_number",
     "load_runs",
     "markdown_table",
+    "equilibria_rows",
+    "equilibria_table",
     "one_line",
     "plot_curves",
     "read_json",
@@ -54,6 +56,12 @@ PLOT_FLOOR = 1e-16
 
 #: Tables print metric values below this as ``~0`` (KL and exploitability round-off around 0).
 TINY = 1e-15
+
+#: ``run.json`` stores the target equilibrium's probabilities when it has at most this many entries.
+EQUILIBRIUM_MAX_STORED = 10_000
+
+#: Probabilities above this count as the equilibrium's support in tables.
+SUPPORT_THRESHOLD = 1e-6
 
 #: metric -> (history column of the last iterate, of the average, scale, axis label)
 METRICS: dict[str, tuple[str, str, float, str]] = {
@@ -310,6 +318,17 @@ def run_record(
             contexts[f"reg_expl_{name}"] = _floats(metrics.exploitability(game, pol, tau=tau, ref=ref))
         if target is not None:
             contexts[f"kl_target_{name}"] = _floats(metrics.kl_divergence(game, target, pol))
+    equilibrium: dict[str, Any] | None = None
+    if target is not None:
+        tgt = np.asarray(target, dtype=float).reshape(game.num_contexts, game.num_responses)
+        expl = metrics.exploitability(game, tgt, tau=tau, ref=ref) if tau > 0 else metrics.exploitability(game, tgt)
+        equilibrium = {
+            "kind": target_kind,
+            "exploitability": _floats(expl),  # regularised exploitability when tau > 0 (zero at pi*_tau)
+            # the policy itself only for games small enough to read (it is in the sweep's equilibria cache)
+            "policy": tgt.tolist() if tgt.size <= EQUILIBRIUM_MAX_STORED else None,
+            "support": [int(k) for k in (tgt > SUPPORT_THRESHOLD).sum(-1)],
+        }
     hist = result.history
     final = {c: hist.last(c) for c in hist.rows[-1]} if len(hist) else {}
     rec: dict[str, Any] = {
@@ -330,6 +349,7 @@ def run_record(
         "message": result.message,
         "final": final,
         "contexts": contexts,
+        "equilibrium": equilibrium,
         "settings": settings,
     }
     if extra:
@@ -502,6 +522,55 @@ def _table_columns(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     return cols
 
 
+def equilibria_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per distinct ``(game, equilibrium)`` among ``runs``: the exact target each run was measured against.
+
+    Columns: ``game``, ``equilibrium`` (``Nash`` or ``regularized Nash (tau=...)``), ``contexts``,
+    ``responses``, ``policy`` (context 0's probabilities, rounded, when ``n <= 8``; otherwise its support size
+    and largest mass), ``support`` (mean support size over contexts), ``exploitability`` (max over contexts:
+    ``max_y P(y > pi*) - 1/2`` for Nash, the regularised exploitability ``tau KL(pi* || BR_tau(pi*))`` for
+    ``pi*_tau``; both are 0 at the exact equilibrium).
+    """
+    out: dict[tuple, dict[str, Any]] = {}
+    for r in runs:
+        eq = r.get("equilibrium")
+        if not eq:
+            continue
+        key = (r.get("game"), eq.get("kind"))
+        if key in out:
+            continue
+        n = r.get("num_responses")
+        pol = eq.get("policy")
+        sup = eq.get("support") or []
+        if pol is not None and n is not None and n <= 8:
+            shown = "[" + ", ".join(f"{p:.3f}" for p in pol[0]) + "]"
+        elif pol is not None:
+            p0 = np.asarray(pol[0])
+            shown = f"{int((p0 > SUPPORT_THRESHOLD).sum())} of {n} responses, max {p0.max():.3f}"
+        else:
+            shown = "(not stored: large game)"
+        out[key] = {
+            "game": key[0],
+            "equilibrium": key[1],
+            "contexts": r.get("num_contexts"),
+            "responses": n,
+            "policy": shown,
+            "support": float(np.mean(sup)) if sup else None,
+            "exploitability": max(eq.get("exploitability") or [float("nan")]),
+        }
+    return list(out.values())
+
+
+def equilibria_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`equilibria_rows` as a markdown table ("" when no run had an exact target)."""
+    rows = equilibria_rows(runs)
+    if not rows:
+        return ""
+    cols = ["game", "equilibrium", "contexts", "responses", ("policy", "policy (context 0)"), "support",
+            ("exploitability", "exploitability (max over contexts)")]  # fmt: skip
+    return markdown_table(rows, cols, digits=3)
+
+
 def write_summary(
     root: str | Path,
     runs: Sequence[Mapping[str, Any]] | None = None,
@@ -525,7 +594,8 @@ def write_summary(
         title: a heading for ``summary.md``.
 
     Returns:
-        ``{"markdown": str, "rows": list, "summary_md": Path, "summary_csv": Path, "plots": [Path, ...]}``.
+        ``{"markdown": str, "rows": list, "equilibria": str, "summary_md": Path, "summary_csv": Path,
+        "plots": [Path, ...]}`` (``equilibria`` is :func:`equilibria_table`: the exact targets).
     """
     if x_axis not in ("auto", "step", "queries"):
         raise ValueError(f"x_axis must be 'auto', 'step' or 'queries', got {x_axis!r}.")
@@ -544,8 +614,12 @@ def write_summary(
         "measured against the Nash equilibrium by exploitability; rows with tau > 0 against the regularized "
         "equilibrium pi*_tau (exact, from cvxpy) by KL(pi*_tau || pi) unless another metric was asked for.\n"
     )
+    eq_md = equilibria_table(runs)
+    eq_part = (
+        "## Exact equilibria (cvxpy)\n\n" + eq_md + "\n\n## Runs\n\n" if eq_md else ""
+    )
     summary_md = root / "summary.md"
-    summary_md.write_text(head + md + note)
+    summary_md.write_text(head + eq_part + md + note)
     summary_csv = write_csv(rows, root / "summary.csv")
     pngs: list[Path] = []
     if plots and runs:
@@ -557,7 +631,7 @@ def write_summary(
             pngs.append(
                 _plot_group(root, key, group_by, [runs[i] for i in idx], [labels[i] for i in idx], metric, x_axis)
             )
-    return {"markdown": md, "rows": rows, "summary_md": summary_md, "summary_csv": summary_csv, "plots": pngs}
+    return {"markdown": md, "rows": rows, "equilibria": eq_md, "summary_md": summary_md, "summary_csv": summary_csv, "plots": pngs}
 
 
 def _plot_group(

@@ -120,6 +120,30 @@ def test_write_summary_tables_and_plots(tmp_path):
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in out["plots"])
 
 
+def test_summary_lists_the_exact_equilibria_once_per_game_and_target(tmp_path):
+    rps = rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    _run(tmp_path, "rps", rps, "egpo", 0.1, 0.1)
+    _run(tmp_path, "rps", rps, "omd", 0.1, 0.1)  # same target: one row
+    _run(tmp_path, "rps", rps, "mwu", 0.1, 0.0)
+    big = random_game(12, num_contexts=2, seed=4)
+    _run(tmp_path, "rg12", big, "mwu", 0.1, 0.0, steps=20)
+    out = reporting.write_summary(tmp_path, plots=False)
+    rows = {(r["game"], r["equilibrium"]): r for r in reporting.equilibria_rows(reporting.load_runs(tmp_path))}
+    assert set(rows) == {("rps", "Nash"), ("rps", "regularized Nash"), ("rg12", "Nash")}
+    assert rows[("rps", "Nash")]["policy"] == "[0.333, 0.333, 0.333]"
+    assert rows[("rps", "Nash")]["exploitability"] < 1e-12
+    star = nashalign.solve_regularized_nash(rps, 0.1)
+    assert rows[("rps", "regularized Nash")]["policy"] == "[" + ", ".join(f"{p:.3f}" for p in star) + "]"
+    assert rows[("rps", "regularized Nash")]["exploitability"] < 1e-20  # tau KL(pi* || BR_tau(pi*))
+    ne = nashalign.solve_nash(big)
+    k0 = int((ne[0] > reporting.SUPPORT_THRESHOLD).sum())
+    assert rows[("rg12", "Nash")]["policy"] == f"{k0} of 12 responses, max {ne[0].max():.3f}"
+    assert rows[("rg12", "Nash")]["support"] == pytest.approx((ne > reporting.SUPPORT_THRESHOLD).sum(-1).mean())
+    assert rows[("rg12", "Nash")]["exploitability"] == pytest.approx(float(np.max(nashalign.exploitability(big, ne))))
+    md = (tmp_path / "summary.md").read_text()
+    assert "## Exact equilibria (cvxpy)" in md and out["equilibria"] in md
+
+
 def test_summary_metric_dg_and_grouping_by_tau(tmp_path):
     game = random_game(4, num_contexts=3, seed=1, ref="random")
     _, rec1 = _run(tmp_path, "rg", game, "egpo", 0.4, 0.1)
