@@ -161,12 +161,23 @@ def _length_oracle(prompts, first, second):
     return torch.sigmoid(a - b)
 
 
-@pytest.mark.parametrize("kind", ["class_matrix", "reward_model", "function", "pairwise", "llm_judge"])
+class _LengthJudge:
+    """TRL's historical pairwise-judge shape: ``judge(prompts, completions) -> [index of the better one]``."""
+
+    def judge(self, prompts, completions, shuffle_order=True):
+        return [0 if len(a) >= len(b) else 1 for a, b in completions]
+
+
+@pytest.mark.parametrize(
+    "kind", ["class_matrix", "reward_model", "function", "pairwise", "llm_judge", "gpm", "trl_judge"]
+)
 def test_training_with_each_oracle_type(kind, load_policy, synthetic_task, random_lm_dir, tmp_path):
     from nashalign.oracles import (
+        GPMOracle,
         LLMJudgeOracle,
         PairwiseClassifierOracle,
         RewardModelOracle,
+        as_oracle,
         build_oracle,
         from_callable,
     )
@@ -177,6 +188,11 @@ def test_training_with_each_oracle_type(kind, load_policy, synthetic_task, rando
         oracle = build_oracle(from_callable(_length_oracle))
     elif kind == "llm_judge":
         oracle = build_oracle(LLMJudgeOracle.from_pretrained(random_lm_dir, device="cpu"), symmetrize=True)
+    elif kind == "gpm":  # the tiny LM's hidden states as the encoder, a random skew-symmetric head
+        gpm = GPMOracle.from_pretrained(random_lm_dir, dim=6, seed=1, eigenvalues=[1.0, 0.5, 0.25], device="cpu")
+        oracle = build_oracle(gpm)
+    elif kind == "trl_judge":
+        oracle = build_oracle(as_oracle(_LengthJudge()), symmetrize=True)
     else:
         paths = _tiny_hf_models(synthetic_task, tmp_path)
         if kind == "reward_model":
