@@ -608,7 +608,7 @@ def correctness(args, peers, work: Path) -> dict[str, Any]:
     pg = dict(k=2, opponent_samples=1, epochs=1, minibatch_size=B, learning_rate=1e-3, estimator="opponent")
     runs.append(
         (
-            "nashalign NashMD(mixture=0.5, form=pg) = TRL's loss",
+            "nashalign NashMD(mixture=0.5, form=pg), TRL's sampling (k=2, 1 epoch)",
             get_algorithm("nash_md", eta=0.5, tau=tau, mixture=0.5, form="pg"),
             pg,
         )
@@ -647,7 +647,7 @@ def correctness(args, peers, work: Path) -> dict[str, Any]:
     for label, alg in (
         ("nashalign NashMD (theory mixture)", get_algorithm("nash_md", eta=0.5, tau=tau)),
         (
-            "nashalign NashMD(mixture=0.5, form=pg) = TRL's loss",
+            "nashalign NashMD(mixture=0.5, form=pg), TRL's sampling (k=2, 1 epoch)",
             get_algorithm("nash_md", eta=0.5, tau=tau, mixture=0.5, form="pg"),
         ),
     ):
