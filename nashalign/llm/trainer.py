@@ -7,7 +7,9 @@ phase::
 
     opponents = alg.neural_opponents(t, phase)        # kinds: current, mixture, previous, half, ema
     feedback  = estimate(estimator, opponents, prompts, sampler, oracle, k=...)
-    anchor    = log pi_t(y|x), ref = log mu(y|x)       # once per phase, no grad, float32
+    anchor    = log pi_t(y|x), ref = log mu(y|x)       # once per phase, no grad, float32 (the anchor is
+                                                       # read off the gradient pass when a phase takes
+                                                       # one optimizer step and the model has no dropout)
     for epoch in range(E):                             # minibatches of rows, through Accelerate
         loss = alg.loss(LossInputs(logp=log pi_theta(y|x), anchor, ref, signal, ...)).loss
 
@@ -546,6 +548,19 @@ class NashTrainer:
     def _train_module(self) -> Any:
         return None if self.model is self.policy.model else self.model
 
+    @property
+    def _dropout_free(self) -> bool:
+        """True when training-mode forwards equal eval-mode ones: no dropout module or config rate above 0."""
+        model = self.accelerator.unwrap_model(self.model)
+        if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+            return False
+        cfg = getattr(model, "config", None)
+        rates = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+        return not any(
+            ("dropout" in k or "pdrop" in k) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            for k, v in rates.items()
+        )
+
     # ------------------------------------------------------------------------------------- one phase
     def _phase(self, t: int, phase: int) -> dict[str, Any]:
         cfg, acc, alg = self.config, self.accelerator, self.alg
@@ -563,29 +578,30 @@ class NashTrainer:
             pairs=cfg.pairs,
         )
         R, K = fb.index.shape
+        mb, accum = cfg.minibatch_size, cfg.gradient_accumulation_steps
         # Each response is scored once, however many rows (pairs) it appears in.
         index = fb.index.cpu()  # (R, K) into fb.responses
-        anchor_all = self._logprobs(fb.responses, model=self._train_module())  # (N,) log pi_t (model = theta_t)
         ref_all = self._logprobs(fb.responses, model="reference")  # (N,) log mu
-        dev = anchor_all.device
-        anchor = anchor_all[index.to(dev)]  # (R, K)
+        dev = ref_all.device
         ref = ref_all[index.to(dev)]
-        if fb.behavior == "current":
-            behavior = anchor
-        else:
-            if self.form == "pg":
-                raise ValueError(
-                    f"{alg.name}: the policy-gradient form needs responses from pi_t, but the responses come from "
-                    f"the '{fb.behavior}' opponent; use trainer.estimator=opponent."
-                )
-            behavior = None
-        signal = fb.signal.to(device=anchor.device, dtype=torch.float32)
+        # One optimizer step per phase (one epoch, one minibatch) and no dropout: the parameters are theta_t
+        # throughout the gradient pass, so log pi_t is that pass's own value (detached) and the separate
+        # no-grad anchor pass is skipped (one forward over the N responses saved).
+        reuse_anchor = cfg.epochs == 1 and R <= mb and self._dropout_free
+        anchor = None
+        if not reuse_anchor:
+            anchor = self._logprobs(fb.responses, model=self._train_module())[index.to(dev)]  # (R, K) log pi_t
+        if fb.behavior != "current" and self.form == "pg":
+            raise ValueError(
+                f"{alg.name}: the policy-gradient form needs responses from pi_t, but the responses come from "
+                f"the '{fb.behavior}' opponent; use trainer.estimator=opponent."
+            )
+        signal = fb.signal.to(device=dev, dtype=torch.float32)
         self.queries += int(fb.queries)
 
         terms: dict[str, list[float]] = {}
         grad_norms: list[float] = []
         self.model.train()
-        mb, accum = cfg.minibatch_size, cfg.gradient_accumulation_steps
         for _ in range(cfg.epochs):
             order = torch.randperm(R, generator=self.shuffle_generator)
             for start in range(0, R, mb):
@@ -596,14 +612,17 @@ class NashTrainer:
                             uniq, inverse = torch.unique(index[micro], return_inverse=True)  # (u,), (b, K)
                             logp_u = self._logprobs(fb.responses.select(uniq), model=self._train_module(), grad=True)
                             m = micro.to(dev)
+                            logp = logp_u[inverse.to(dev)]  # (b, K)
+                            anchor_m = logp.detach() if anchor is None else anchor[m]
                             out = alg.loss(
                                 LossInputs(
-                                    logp=logp_u[inverse.to(dev)],  # (b, K)
-                                    logp_anchor=anchor[m],
+                                    logp=logp,
+                                    logp_anchor=anchor_m,
                                     logp_ref=ref[m],
                                     signal=signal[m],
                                     weights=None,
-                                    logp_behavior=None if behavior is None else behavior[m],
+                                    # responses sampled from pi_t: the behaviour policy is the anchor
+                                    logp_behavior=anchor_m if fb.behavior == "current" else None,
                                     step=t,
                                 )
                             )

@@ -321,3 +321,40 @@ def test_pg_form_keeps_the_mass_on_valid_responses(name, hp, load_policy, synthe
     first, last = history[0], history[-1]
     assert last["invalid_mass"] < 0.01, last
     assert last["exploitability"] < first["exploitability"], (first, last)
+
+
+@pytest.mark.parametrize("name", ["online_ipo", "nash_md", "egpo"])
+def test_one_step_phase_reads_the_anchor_off_the_gradient_pass(name, load_policy, synthetic_task, tmp_path, monkeypatch):
+    """One optimizer step per phase: skipping the no-grad anchor pass changes nothing but the forward count."""
+    calls = {"n": 0}
+    orig = NashTrainer._logprobs
+
+    def counting(self, samples, *, model=None, grad=False):
+        calls["n"] += 0 if grad else 1
+        return orig(self, samples, model=model, grad=grad)
+
+    monkeypatch.setattr(NashTrainer, "_logprobs", counting)
+    results = {}
+    for reuse in (True, False):
+        calls["n"] = 0
+        if not reuse:
+            monkeypatch.setattr(NashTrainer, "_dropout_free", property(lambda self: False))
+        policy = load_policy()
+        trainer = make_trainer(policy, make_algorithm(name), synthetic_task, tmp_path / str(reuse), iterations=2)
+        assert trainer.config.epochs == 1
+        history = trainer.train()
+        results[reuse] = (trainable(policy), [r["loss"] for r in history if r["iteration"] > 0], calls["n"])
+    (p_reuse, loss_reuse, n_reuse), (p_full, loss_full, n_full) = results[True], results[False]
+    phases = make_algorithm(name).phases
+    assert n_full - n_reuse == 2 * phases  # one anchor pass per phase and iteration saved
+    assert loss_reuse == pytest.approx(loss_full, rel=1e-4, abs=1e-6)
+    for key in p_full:
+        torch.testing.assert_close(p_reuse[key], p_full[key], rtol=1e-4, atol=1e-6)
+
+
+def test_dropout_keeps_the_separate_anchor_pass(load_policy, synthetic_task, tmp_path):
+    policy = load_policy()
+    trainer = make_trainer(policy, make_algorithm("online_ipo"), synthetic_task, tmp_path)
+    assert trainer._dropout_free  # the tiny llama has attention_dropout = 0
+    policy.model.config.attention_dropout = 0.1
+    assert not trainer._dropout_free
