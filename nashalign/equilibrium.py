@@ -243,30 +243,37 @@ def _support_polish(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
     value, here ``v = 0``), ``pi(y) = 0`` off ``S`` and ``1^T pi = 1``: one square linear system of size
     ``n + 1`` per context, solved batched.  The candidate supports come from the probabilities and the win
     rates of ``pi`` (:func:`_candidate_supports`); candidates that come out infeasible (negative mass) or
-    singular are discarded.
+    singular are discarded, and a context stops trying once a candidate is exact to rounding
+    (exploitability <= 4e-16).
     """
     C, n = pi.shape
     best = pi.copy()
     best_expl = np.max(np.einsum("cij,cj->ci", A, pi), -1)
+    solved = np.zeros(C, dtype=bool)  # an exact candidate (exploitability at rounding level) was found
     eye = np.eye(n)
     seen: set[bytes] = set()
-    for S in _candidate_supports(A, pi):
-        if S.tobytes() in seen:
+    for S_all in _candidate_supports(A, pi):
+        act = np.flatnonzero(~solved)  # contexts still looking: a solved one keeps its answer
+        if not act.size:
+            break
+        S = S_all[act]
+        if S.tobytes() + act.tobytes() in seen:
             continue
-        seen.add(S.tobytes())
-        M = np.zeros((C, n + 1, n + 1))
-        M[:, :n, :n] = np.where(S[:, :, None], A, eye)  # rows in S: (A pi)(y) - v = 0; else pi(y) = 0
+        seen.add(S.tobytes() + act.tobytes())
+        Aa, m = A[act], act.size
+        M = np.zeros((m, n + 1, n + 1))
+        M[:, :n, :n] = np.where(S[:, :, None], Aa, eye)  # rows in S: (A pi)(y) - v = 0; else pi(y) = 0
         M[:, :n, n] = np.where(S, -1.0, 0.0)
         M[:, n, :n] = 1.0
-        rhs = np.zeros((C, n + 1, 1))
+        rhs = np.zeros((m, n + 1, 1))
         rhs[:, n] = 1.0
-        x = np.full((C, n), np.nan)
-        ok = np.ones(C, dtype=bool)
+        x = np.full((m, n), np.nan)
+        ok = np.ones(m, dtype=bool)
         with np.errstate(all="ignore"):
             try:
                 x = np.linalg.solve(M, rhs)[:, :n, 0]
             except np.linalg.LinAlgError:  # some context's support guess is singular: go one by one
-                for c in range(C):
+                for c in range(m):
                     try:
                         x[c] = np.linalg.solve(M[c], rhs[c])[:n, 0]
                     except np.linalg.LinAlgError:
@@ -274,14 +281,16 @@ def _support_polish(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
         ok &= np.all(np.isfinite(x), -1) & (np.nan_to_num(x, nan=-1.0).min(-1) > -1e-12)
         if not ok.any():
             continue
-        cand = _simplex_clean(np.where(ok[:, None], x, best))
+        b = best[act]
+        cand = _simplex_clean(np.where(ok[:, None], x, b))
         cand = _simplex_clean(np.where(cand < 1e-14, 0.0, cand))  # rounding-level mass is no support
-        expl = np.max(np.einsum("cij,cj->ci", A, cand), -1)
+        expl = np.max(np.einsum("cij,cj->ci", Aa, cand), -1)
         # strictly less exploitable, or as good (to rounding) with a smaller support
-        tie = (expl <= best_expl + 4e-16) & ((cand > 0).sum(-1) < (best > 0).sum(-1))
-        better = ok & ((expl < best_expl) | tie)
-        best[better] = cand[better]
-        best_expl[better] = expl[better]
+        tie = (expl <= best_expl[act] + 4e-16) & ((cand > 0).sum(-1) < (b > 0).sum(-1))
+        better = ok & ((expl < best_expl[act]) | tie)
+        best[act[better]] = cand[better]
+        best_expl[act[better]] = expl[better]
+        solved[act[better & (expl <= 4e-16)]] = True
     return best
 
 
