@@ -47,6 +47,17 @@ _SUPPORT_THRESHOLDS = (1e-13, 1e-11, 1e-9, 1e-7, 1e-5)
 _WINRATE_FACTORS = (2.0, 8.0, 32.0, 128.0)
 
 
+def _skew(P: Any) -> np.ndarray:
+    """``A = (P - P^T)/2`` in float64, ``(C, n, n)``: exactly skew, and ``(A pi)(y) = P(y > pi) - 1/2``."""
+    P = np.asarray(_xp.to_numpy(P), dtype=np.float64)
+    return 0.5 * (P - np.swapaxes(P, -1, -2))
+
+
+def _expl_skew(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    """Exploitability ``max_y (A pi)(y) = max_y P(y > pi) - 1/2`` per context, ``(C,)``."""
+    return np.max(np.einsum("cij,cj->ci", A, pi), -1)
+
+
 def _candidate_supports(A: np.ndarray, pi: np.ndarray) -> list[np.ndarray]:
     """Support guesses ``(C, n)`` for :func:`_support_polish`: by probability, then by win rate."""
     out = [pi > thr * pi.max(-1, keepdims=True) for thr in _SUPPORT_THRESHOLDS]
@@ -248,7 +259,7 @@ def _support_polish(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
     """
     C, n = pi.shape
     best = pi.copy()
-    best_expl = np.max(np.einsum("cij,cj->ci", A, pi), -1)
+    best_expl = _expl_skew(A, pi)
     solved = np.zeros(C, dtype=bool)  # an exact candidate (exploitability at rounding level) was found
     eye = np.eye(n)
     seen: set[bytes] = set()
@@ -284,7 +295,7 @@ def _support_polish(A: np.ndarray, pi: np.ndarray) -> np.ndarray:
         b = best[act]
         cand = _simplex_clean(np.where(ok[:, None], x, b))
         cand = _simplex_clean(np.where(cand < 1e-14, 0.0, cand))  # rounding-level mass is no support
-        expl = np.max(np.einsum("cij,cj->ci", Aa, cand), -1)
+        expl = _expl_skew(Aa, cand)
         # strictly less exploitable, or as good (to rounding) with a smaller support
         tie = (expl <= best_expl[act] + 4e-16) & ((cand > 0).sum(-1) < (b > 0).sum(-1))
         better = ok & ((expl < best_expl[act]) | tie)
@@ -358,7 +369,7 @@ def solve_nash(
     opts = _opts(name, _CLARABEL_LP, solver_options)
 
     P = np.asarray(_xp.to_numpy(game.P), dtype=np.float64)  # (C, n, n)
-    A = 0.5 * (P - np.swapaxes(P, -1, -2))  # (C, n, n), exactly skew
+    A = _skew(P)  # (C, n, n)
     C, n = game.num_contexts, game.num_responses
 
     t0 = time.perf_counter()
@@ -379,7 +390,7 @@ def solve_nash(
     t1 = time.perf_counter()
 
     pi = _simplex_clean(pi)
-    expl0 = np.max(np.einsum("cij,cj->ci", A, pi), -1)
+    expl0 = _expl_skew(A, pi)
     npol = 0
     if polish and n > 1:
         pi = _support_polish(A, pi)
@@ -455,7 +466,7 @@ def _newton_polish(
     on ``||z - log BR(z)||_2``, so the iteration only ever decreases the residual.
     """
     C, n = z.shape
-    A = 0.5 * (P - np.swapaxes(P, -1, -2))  # (C, n, n)
+    A = _skew(P)  # (C, n, n)
     eye = np.eye(n)
     r = _fp_residual(P, z, lmu, tau, on)
     rn = np.linalg.norm(r, axis=-1)  # (C,)
@@ -574,7 +585,7 @@ def solve_regularized_nash(
     opts = _opts(name, _CLARABEL_EXP, solver_options)
 
     P = np.asarray(_xp.to_numpy(game.P), dtype=np.float64)  # (C, n, n)
-    A = 0.5 * (P - np.swapaxes(P, -1, -2))  # (C, n, n)
+    A = _skew(P)  # (C, n, n)
     C = game.num_contexts
     mu = game.ref if ref is None else game.policy(ref, "ref")
     mu = np.asarray(_xp.to_numpy(mu), dtype=np.float64)  # (C, n)

@@ -34,7 +34,7 @@ import numpy as np
 from nashalign import _xp
 from nashalign._validation import check_positive
 from nashalign.algorithms.egpo import EGPO
-from nashalign.equilibrium import _support_polish
+from nashalign.equilibrium import _expl_skew, _skew, _support_polish
 from nashalign.game import PreferenceGame
 from nashalign.metrics import expl_logp
 from nashalign.solve import exact_signal
@@ -117,16 +117,15 @@ def solve_minimax(
             if todo.size:
                 last_try[todo] = expl[todo]
                 if A is None:
-                    P64 = np.asarray(_xp.to_numpy(P), dtype=np.float64)
-                    A = 0.5 * (P64 - np.swapaxes(P64, -1, -2))
+                    A = _skew(P)
                 pi = np.asarray(_xp.to_numpy(_xp.exp(logp)), dtype=np.float64)[todo]
                 cand = _support_polish(A[todo], pi / pi.sum(-1, keepdims=True))
-                e = np.max(np.einsum("cij,cj->ci", A[todo], cand), -1)
+                e = _expl_skew(A[todo], cand)
                 ok = e < tol
                 exact[todo[ok]] = cand[ok]
                 done[todo[ok]] = True
         if done.any():
-            expl[done] = np.max(np.einsum("cij,cj->ci", A[done], exact[done]), -1)
+            expl[done] = _expl_skew(A[done], exact[done])
         return expl
 
     expl = check()

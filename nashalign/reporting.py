@@ -545,8 +545,7 @@ def equilibria_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if pol is not None and n is not None and n <= 8:
             shown = "[" + ", ".join(f"{p:.3f}" for p in pol[0]) + "]"
         elif pol is not None:
-            p0 = np.asarray(pol[0])
-            shown = f"{int((p0 > SUPPORT_THRESHOLD).sum())} of {n} responses, max {p0.max():.3f}"
+            shown = f"{sup[0]} of {n} responses, max {max(pol[0]):.3f}"
         else:
             shown = "(not stored: large game)"
         out[key] = {
