@@ -162,7 +162,7 @@ def build_model(name: str, prompts: list[str], out: Path, seed: int = 0) -> dict
     """A random-weight causal LM + BPE tokenizer saved to ``out`` (both sides load it from there)."""
     import torch
 
-    from nashalign.llm.trainer import build_scratch_policy
+    from nashalign.llm.tiny import build_scratch_policy
 
     arch, vocab, cfg = MODELS[name]
     policy = build_scratch_policy(

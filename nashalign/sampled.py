@@ -15,13 +15,13 @@ Oracle queries are counted and reported in the history (``queries`` column).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from nashalign import _xp
-from nashalign.algorithms import _losses
-from nashalign.algorithms.base import Algorithm, LossInputs, Opponent, State
+from nashalign.algorithms.base import Algorithm, Opponent, State, feedback_inputs, response_prompts
 from nashalign.estimators import ESTIMATORS, Feedback, estimate
 from nashalign.game import PreferenceGame
 from nashalign.policies import SoftmaxTable
@@ -117,25 +117,16 @@ class SampledRunner:
         C = logp_t.shape[0]
         ctx = torch.randint(0, C, (self.batch,), generator=self.generator, device=self.device)  # (B,)
         opps = alg.opponents(state, phase)
-        pairwise = getattr(alg, "form", "regression") in _losses.PAIR_FORMS
         fb: Feedback = estimate(
-            self.estimator, opps, ctx, self._sampler(ctx, logp_t), self.oracle, k=self.k, pairwise_rows=pairwise
+            self.estimator, opps, ctx, self._sampler(ctx, logp_t), self.oracle, k=self.k, pairwise_rows=alg.pairwise
         )
         self.queries += int(fb.queries)
-        rows_ctx = ctx[fb.prompt.to(self.device)].unsqueeze(-1).expand_as(fb.index)  # (R, K)
-        resp = fb.responses[fb.index.reshape(-1).to(self.device)].reshape(fb.index.shape)  # (R, K)
-        signal = fb.signal.to(device=self.device, dtype=self.dtype)
-        behavior = logp_t
-        if fb.behavior != "current":
-            if getattr(alg, "form", None) == "pg":
-                raise ValueError(
-                    f"{alg.name}: the policy-gradient form needs responses from pi_t, but the '{self.estimator}' "
-                    f"estimator draws them from the '{fb.behavior}' opponent; use estimator='opponent'."
-                )
-            behavior = self._torch(opps[0].logq)
-        anchor = logp_t[rows_ctx, resp]  # (R, K)
-        ref = logmu[rows_ctx, resp]
-        beh = behavior[rows_ctx, resp]
+        # Per response: its context and id, then the shared builder gathers anchor / reference / behaviour rows.
+        resp_ctx = ctx[response_prompts(fb.index, fb.prompt, len(fb.responses)).to(self.device)]  # (N,)
+        resp_id = fb.responses.to(self.device)  # (N,)
+        template = feedback_inputs(alg, fb, logp_t[resp_ctx, resp_id], logmu[resp_ctx, resp_id], step=state.t)
+        idx = fb.index.to(self.device)
+        rows_ctx, resp = resp_ctx[idx], resp_id[idx]  # (R, K)
         if self.table is None:
             self.table = SoftmaxTable(logp_t)
         else:
@@ -153,7 +144,7 @@ class SampledRunner:
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             logp_theta = self.table.log_probs()[rows_ctx, resp]  # (R, K)
-            out = alg.loss(LossInputs(logp_theta, anchor, ref, signal, None, beh, state.t))
+            out = alg.loss(replace(template, logp=logp_theta))
             (out.loss * scale).backward()
             opt.step()
         new = self.table.log_probs().detach()

@@ -183,6 +183,23 @@ class Algorithm(ABC):
                 "KL-regularised game use 'omd' (or 'inpo', 'egpo', 'nash_md')."
             )
 
+    # ------------------------------------------------------------------ properties read by every sampled path
+    @property
+    def loss_form(self) -> str:
+        """The loss form in use (``"regression"`` for rules without a ``form`` field)."""
+        return getattr(self, "form", None) or "regression"
+
+    @property
+    def pairwise(self) -> bool:
+        """True when the loss takes ``(R, 2)`` pair rows (pairwise forms), False for per-response rows."""
+        return self.loss_form in _losses.PAIR_FORMS
+
+    @property
+    def on_policy(self) -> bool:
+        """True when the loss needs the responses drawn from ``pi_t`` itself (the policy-gradient form's
+        importance weights use the behaviour log-probs, which only ``pi_t`` responses provide everywhere)."""
+        return self.loss_form == "pg"
+
     # ------------------------------------------------------------------ hyperparameters
     def step_size(self, t: int) -> float:
         """``eta_t``: the constant step, or the schedule evaluated at ``t``."""
@@ -343,3 +360,51 @@ def without_zero_weight_terms(inputs: LossInputs) -> LossInputs:
 def current(state: State) -> Opponent:
     """The opponent ``q = pi_t`` (self-play)."""
     return Opponent("current", 1.0, state.logp)
+
+
+def response_prompts(index: Any, prompt: Any, num_responses: int) -> Any:
+    """``(N,)`` the row prompt of each response: ``out[index[r, j]] = prompt[r]`` (0 for responses in no row)."""
+    import torch
+
+    out = torch.zeros(num_responses, dtype=torch.long, device=index.device)
+    out[index.reshape(-1)] = prompt.to(index.device).unsqueeze(-1).expand_as(index).reshape(-1)
+    return out
+
+
+def feedback_inputs(
+    alg: Algorithm,
+    feedback: Any,
+    logp_anchor: Any,
+    logp_ref: Any,
+    *,
+    step: int = 0,
+) -> LossInputs:
+    """The ONE feedback-to-:class:`LossInputs` builder of the sampled paths (tabular sampled mode and LLM trainer).
+
+    Args:
+        alg: the algorithm (its :attr:`Algorithm.on_policy` decides whether off-policy responses are allowed).
+        feedback: a :class:`nashalign.estimators.Feedback` (``index (R, K)`` into its ``N`` responses).
+        logp_anchor: ``(N,)`` ``log pi_t(y)`` per response, or ``None`` when the caller reads it off the
+            gradient pass (then ``logp_anchor``/``logp_behavior`` are filled per minibatch).
+        logp_ref: ``(N,)`` ``log mu(y)`` per response.
+        step: the iteration ``t``.
+
+    Returns:
+        ``(R, K)`` inputs with ``logp = None`` (the caller puts ``log pi_theta`` there): anchor and reference
+        gathered by ``feedback.index``, the signal, and the behaviour log-probs (``pi_t``'s when the responses
+        come from it, else None: only on-policy forms use them).
+
+    Raises:
+        ValueError: an on-policy loss form (:attr:`Algorithm.on_policy`) with responses from another policy.
+    """
+    idx = feedback.index.to(logp_ref.device)
+    anchor = None if logp_anchor is None else logp_anchor[idx]
+    ref = logp_ref[idx]
+    signal = feedback.signal.to(device=ref.device, dtype=ref.dtype)
+    if feedback.behavior != "current" and alg.on_policy:
+        raise ValueError(
+            f"{alg.name}: the policy-gradient form needs responses from pi_t, but the responses come from the "
+            f"'{feedback.behavior}' opponent; use estimator='opponent' (trainer.estimator=opponent)."
+        )
+    behavior = anchor if feedback.behavior == "current" else None
+    return LossInputs(None, anchor, ref, signal, None, behavior, step)

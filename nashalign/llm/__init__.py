@@ -16,7 +16,7 @@ from typing import Any
 _LAZY: dict[str, str] = {
     # policy
     "CausalLMPolicy": "nashalign.llm.policy",
-    "Samples": "nashalign.llm.policy",
+    "Samples": "nashalign.llm._decode",
     "mixture_logprobs": "nashalign.llm.policy",
     "process_logprobs": "nashalign.llm.policy",
     # synthetic benchmark
@@ -30,7 +30,11 @@ _LAZY: dict[str, str] = {
     # trainer
     "NashTrainer": "nashalign.llm.trainer",
     "TrainerConfig": "nashalign.llm.trainer",
-    "BenchmarkSummary": "nashalign.llm.trainer",
+    "BenchmarkSummary": "nashalign.llm.app",
+    "OpponentBank": "nashalign.llm.opponents",
+    "HFSampler": "nashalign.llm._decode",
+    "ChatPrompt": "nashalign.llm.data",
+    "build_scratch_policy": "nashalign.llm.tiny",
     # evaluation and data
     "WinRate": "nashalign.llm.evaluate",
     "win_rate": "nashalign.llm.evaluate",
@@ -39,7 +43,7 @@ _LAZY: dict[str, str] = {
     "build_tokenizer": "nashalign.llm.tiny",
     "build_causal_lm": "nashalign.llm.tiny",
 }
-_SUBMODULES = {"policy", "synthetic", "evaluate", "data", "tiny", "trainer"}
+_SUBMODULES = {"policy", "synthetic", "evaluate", "data", "tiny", "trainer", "config", "checkpoint", "opponents", "runs"}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,15 +9,18 @@ The scripts stay plumbing and run by path; this module holds what they share.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
     from nashalign.llm.synthetic import SyntheticTask
 
-__all__ = ["select_oracle", "build_policy", "load_data"]
+__all__ = ["select_oracle", "build_policy", "load_data", "BenchmarkSummary"]
 
 
 def load_data(data_cfg: DictConfig) -> tuple[SyntheticTask | None, list[Any]]:
@@ -55,3 +58,35 @@ def select_oracle(cfg: DictConfig, task: SyntheticTask | None) -> Any:
     if task is not None and cfg.benchmark.use_task_oracle:
         return task.oracle()
     return instantiate(cfg.oracle)
+
+
+class BenchmarkSummary(Callback):
+    """Hydra callback: after a multirun, write ``summary.md`` and ``curves.png`` from every job's metrics.
+
+    Registered by ``conf/experiment/lm_benchmark.yaml`` under ``hydra.callbacks``.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("exploitability", "kl_target"), filename: str = "curves.png") -> None:
+        self.keys = list(keys)
+        self.filename = filename
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        root = Path(config.hydra.sweep.dir)
+        self.write(root)
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:  # single run: the run's own directory
+        from hydra.core.hydra_config import HydraConfig
+
+        self.write(Path(HydraConfig.get().runtime.output_dir))
+
+    def write(self, root: Path) -> None:
+        from nashalign.llm.runs import collect_runs, plot_curves, summary_table
+
+        runs = collect_runs(root)
+        if not runs:
+            return
+        table = summary_table(runs, self.keys)
+        (root / "summary.md").write_text(table + "\n", encoding="utf-8")
+        plot_curves(runs, root / self.filename, self.keys)
+        print(table)
+        print(f"curves: {root / self.filename}")

@@ -213,6 +213,7 @@ def warm_up(
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
+    opt.zero_grad(set_to_none=True)  # leave no .grad behind: it would be added to the trainer's first step
     policy.model.eval()
     return losses
 

@@ -8,7 +8,7 @@ known-equilibrium language-model benchmark, by tests (saved to disk and reloaded
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
@@ -98,3 +98,48 @@ def build_sequence_classifier(
         pad_token_id=tokenizer.pad_token_id,
     )
     return AutoModelForSequenceClassification.from_config(cfg)
+
+
+def build_scratch_policy(
+    prompts: Sequence[str] | None = None,
+    *,
+    arch: str = "qwen2",
+    vocab_size: int = 8192,
+    tokenizer_texts: Sequence[str] | None = None,
+    dtype: str | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    lora: dict[str, Any] | None = None,
+    **config: Any,
+) -> Any:
+    """A randomly initialised causal LM (e.g. a Qwen2-0.5B-shaped config) with a locally trained BPE tokenizer.
+
+    For throughput runs where no checkpoint can be downloaded: the tokenizer is trained on
+    ``tokenizer_texts`` (default: the prompts) with :func:`nashalign.llm.tiny.build_tokenizer`, the model is
+    ``AutoModelForCausalLM.from_config(<arch>Config(**config))``.  ``arch``: ``"qwen2"`` or ``"llama"``;
+    ``lora``: ``peft.LoraConfig`` kwargs (the reference is then the adapter-off base); ``device`` default: this
+    process's Accelerate device.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    from nashalign.llm.policy import CausalLMPolicy, default_device, resolve_dtype
+
+    texts = list(tokenizer_texts or prompts or [])
+    if not texts:
+        raise ValueError("build_scratch_policy needs prompts or tokenizer_texts to train its tokenizer on.")
+    classes = {"qwen2": Qwen2Config, "llama": LlamaConfig}
+    if arch not in classes:
+        raise ValueError(f"arch must be one of {sorted(classes)}, got {arch!r}.")
+    tok = build_tokenizer(texts, vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    cfg = classes[arch](
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **config,
+    )
+    torch_dtype = resolve_dtype(dtype)
+    model = AutoModelForCausalLM.from_config(cfg, **({"dtype": torch_dtype} if torch_dtype else {}))
+    return CausalLMPolicy(model, tok, use_chat_template=False, device=device or default_device(), lora=lora)

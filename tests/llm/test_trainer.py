@@ -13,15 +13,9 @@ import pytest
 import torch
 
 from nashalign.algorithms import ALGORITHMS, get_algorithm
-from nashalign.llm.trainer import (
-    TIMING_KEYS,
-    BenchmarkSummary,
-    NashTrainer,
-    TrainerConfig,
-    collect_runs,
-    latest_checkpoint,
-    plot_curves,
-)
+from nashalign.llm.app import BenchmarkSummary
+from nashalign.llm.runs import collect_runs, plot_curves
+from nashalign.llm.trainer import TIMING_KEYS, NashTrainer, TrainerConfig, latest_checkpoint
 
 TINY = dict(
     iterations=2,
