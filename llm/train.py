@@ -41,9 +41,13 @@ def main(cfg: DictConfig) -> dict:
         torch.set_num_threads(config.num_threads)
     algorithm = instantiate(cfg.algorithm)
 
+    from nashalign.llm._load import process_state
+
+    # The distributed state first: every model (policy, reference, oracle) goes on THIS process's device.
+    device = process_state(cpu=config.cpu).device
     task, prompts = load_data(cfg.data)
-    policy = build_policy(cfg.model, task, prompts)
-    oracle = select_oracle(cfg, task)
+    policy = build_policy(cfg.model, task, prompts, device=device)
+    oracle = select_oracle(cfg, task, device=device)
 
     evaluate = None
     if task is not None:

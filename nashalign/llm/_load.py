@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["resolve_dtype", "default_device", "load_policy", "save_policy", "wrap_lora"]
+__all__ = ["resolve_dtype", "default_device", "process_state", "load_policy", "save_policy", "wrap_lora"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -25,13 +25,22 @@ _DTYPES = {
 }
 
 
+def process_state(cpu: bool = False) -> Any:
+    """Accelerate's distributed state of this process (``accelerate.PartialState``), created on first call.
+
+    ``cpu=True`` or a machine without CUDA asks for the CPU backend (gloo): without it, a CPU-only machine
+    launched with a GPU config (``conf/accelerate/ddp.yaml``) would silently run each process alone.
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=bool(cpu) or not torch.cuda.is_available())
+
+
 def default_device() -> torch.device:
     """This process's device from Accelerate's distributed state (``cuda:<local rank>`` under
     ``accelerate launch``, the CPU without a GPU); creating it first is what lets every rank place its
     models on its own GPU instead of ``cuda:0``."""
-    from accelerate import PartialState
-
-    return PartialState().device
+    return process_state().device
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:

@@ -136,12 +136,17 @@ def load_checkpoint(trainer: Any, path: str | os.PathLike[str]) -> None:
     log.info("resumed from %s at iteration %d", path, trainer.iteration)
 
 
-def prepare_output_dir(output_dir: Path, *, resume: bool | str, overwrite: bool, is_main: bool) -> None:
+def prepare_output_dir(output_dir: Path, *, resume: bool | str, overwrite: bool, state: Any) -> None:
     """Refuse to start a fresh run where one already is (as ``transformers`` does), unless asked.
+
+    Only the main process looks (and, with ``overwrite``, deletes the old run's files): the others write no run
+    files, and a refusal on the main process stops the whole launch.
 
     Raises:
         ValueError: ``output_dir`` holds a run (:data:`RUN_ARTIFACTS`) and neither ``resume`` nor ``overwrite``.
     """
+    if not state.is_main_process:
+        return
     found = [name for name in RUN_ARTIFACTS if (output_dir / name).exists()]
     if not found or resume:
         return
@@ -151,7 +156,6 @@ def prepare_output_dir(output_dir: Path, *, resume: bool | str, overwrite: bool,
             "metrics and checkpoints with the old ones. Set trainer.resume=true to continue it, "
             "trainer.overwrite_output_dir=true to replace it, or choose another trainer.output_dir."
         )
-    if is_main:
-        for name in found:
-            target = output_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    for name in found:
+        target = output_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()

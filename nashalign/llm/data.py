@@ -4,12 +4,15 @@
 
 * a list/tuple of strings, or of dicts holding ``field``;
 * a local ``.jsonl`` file (one JSON object per line), ``.json`` (an array of objects, or JSON lines),
-  ``.csv`` / ``.tsv`` (header row naming ``field``), or ``.txt`` (one prompt per non-empty line);
+  ``.csv`` / ``.tsv`` (header row naming ``field``), ``.txt`` (one prompt per non-empty line), or a binary
+  ``.parquet`` / ``.arrow`` table (read through ``datasets``), chosen by the file's extension;
 * a ``datasets.Dataset`` / ``DatasetDict`` object;
 * anything else: a name or path given to ``datasets.load_dataset(source, split=split)`` (Hub id,
   local dataset directory or script).
 
-A value that is a chat (a list of ``{"role", "content"}`` messages) yields its last user message.
+A value that is a chat (a list of ``{"role", "content"}`` messages; also a record's ``messages`` entry when it
+has no ``field``) yields a :class:`ChatPrompt`: the whole conversation up to its last user message, which the
+policy's chat template receives whole (the string value, what an oracle sees, is the conversation as text).
 """
 
 from __future__ import annotations
@@ -20,9 +23,26 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["load_prompts"]
+__all__ = ["load_prompts", "ChatPrompt"]
 
 _TEXT_SUFFIXES = {".jsonl", ".json", ".csv", ".tsv", ".txt"}
+_BINARY_SUFFIXES = {".parquet": "parquet", ".arrow": "arrow"}
+
+
+class ChatPrompt(str):
+    """A prompt that is a conversation: a ``str`` (``"role: content"`` lines, for oracles and logs) that keeps
+    its ``messages`` for the chat template (:meth:`~nashalign.llm.policy.CausalLMPolicy.format_prompts`)."""
+
+    messages: tuple[dict[str, str], ...]
+
+    def __new__(cls, messages: Sequence[Mapping[str, Any]]) -> ChatPrompt:
+        msgs = tuple({"role": str(m["role"]), "content": str(m["content"])} for m in messages)
+        obj = super().__new__(cls, "\n".join(f"{m['role']}: {m['content']}" for m in msgs))
+        obj.messages = msgs
+        return obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChatPrompt, (list(self.messages),))
 
 
 def load_prompts(
@@ -98,10 +118,11 @@ def _as_prompt(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, Sequence) and value and all(isinstance(m, Mapping) for m in value):
-        users = [m.get("content") for m in value if m.get("role") == "user"]
-        if users and isinstance(users[-1], str):
-            return users[-1]
-        raise ValueError(f"{where}: a chat value without a user message with string content.")
+        last_user = max((i for i, m in enumerate(value) if m.get("role") == "user"), default=None)
+        bad = [m for m in value if not isinstance(m.get("content"), str) or "role" not in m]
+        if last_user is None or bad:
+            raise ValueError(f"{where}: a chat needs {{'role', 'content'}} messages with string content and a user turn.")
+        return ChatPrompt(value[: last_user + 1])  # the conversation up to the turn the policy answers
     raise ValueError(f"{where}: prompts must be strings (or chats), got {type(value).__name__}: {str(value)[:60]!r}.")
 
 
@@ -109,6 +130,9 @@ def _from_records(records: Iterable[Any], field: str, label: str) -> list[str]:
     out: list[str] = []
     for i, rec in enumerate(records):
         if isinstance(rec, Mapping):
+            if field not in rec and "messages" in rec:
+                out.append(_as_prompt(rec["messages"], f"record {i} of {label}"))
+                continue
             if field not in rec:
                 raise KeyError(
                     f"field {field!r} not found in record {i} of {label}; available fields: {sorted(rec)}. "
@@ -123,6 +147,13 @@ def _from_records(records: Iterable[Any], field: str, label: str) -> list[str]:
 def _from_file(path: str, field: str) -> list[str]:
     suffix = os.path.splitext(path)[1].lower()
     label = repr(path)
+    if suffix in _BINARY_SUFFIXES:
+        try:
+            import datasets
+        except ImportError as err:  # pragma: no cover - in the llm extra
+            raise ImportError(f"reading {label} needs the datasets package: pip install 'nashalign[llm]'.") from err
+        ds = datasets.load_dataset(_BINARY_SUFFIXES[suffix], data_files=path, split="train")
+        return _from_dataset(ds, field, "train", label)
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     if not text.strip():
@@ -149,7 +180,8 @@ def _from_file(path: str, field: str) -> list[str]:
                         raise ValueError(f"{label}, line {n}: not valid JSON ({err.msg}).") from err
         return _from_records(records, field, label)
     raise ValueError(
-        f"unsupported prompt file type {suffix!r} for {label}; use .jsonl, .json, .csv, .tsv or .txt, or "
+        f"unsupported prompt file type {suffix!r} for {label}; use .jsonl, .json, .csv, .tsv, .txt, .parquet or "
+        ".arrow, or "
         "datasets.load_dataset."
     )
 
@@ -160,6 +192,8 @@ def _from_dataset(ds: Any, field: str, split: str, label: str) -> list[str]:
             raise KeyError(f"split {split!r} not in {label}; splits: {list(ds.keys())}. Pass split=<name>.")
         ds = ds[split]
     columns = list(getattr(ds, "column_names", []) or [])
+    if field not in columns and "messages" in columns:
+        field = "messages"
     if field not in columns:
         raise KeyError(f"field {field!r} not found in {label}; columns: {columns}. Pass field=<column>.")
     return [_as_prompt(v, f"row {i} of {label}") for i, v in enumerate(ds[field])]

@@ -46,6 +46,7 @@ from nashalign.algorithms.base import OPPONENT_KINDS, Algorithm, LossInputs, Opp
 from nashalign.estimators import Feedback, estimate
 from nashalign.llm import _setup, checkpoint
 from nashalign.llm._decode import HFSampler
+from nashalign.llm._load import process_state
 from nashalign.llm.checkpoint import latest_checkpoint
 from nashalign.llm.config import TIMING_KEYS, TrainerConfig
 from nashalign.llm.opponents import OpponentBank
@@ -93,7 +94,7 @@ class NashTrainer:
         evaluate: Callable[[Any], Mapping[str, float]] | None = None,
         sampler: Callable[..., Any] | None = None,
     ) -> None:
-        from accelerate import Accelerator, PartialState
+        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         self.config = cfg = config if isinstance(config, TrainerConfig) else TrainerConfig.from_mapping(config or {})
@@ -104,9 +105,9 @@ class NashTrainer:
         self.k = cfg.k if cfg.k is not None else (4 if self.estimator == "winrate" else 2)
         self._check_estimator()
         self.output_dir = Path(cfg.output_dir)
-        state = PartialState(cpu=cfg.cpu)
+        state = process_state(cpu=cfg.cpu)
         checkpoint.prepare_output_dir(
-            self.output_dir, resume=cfg.resume, overwrite=cfg.overwrite_output_dir, is_main=state.is_main_process
+            self.output_dir, resume=cfg.resume, overwrite=cfg.overwrite_output_dir, state=state
         )
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.mixed_precision,
