@@ -46,8 +46,8 @@ def main(cfg: DictConfig) -> dict:
     # The distributed state first: every model (policy, reference, oracle) goes on THIS process's device.
     device = process_state(cpu=config.cpu).device
     task, prompts = load_data(cfg.data)
+    oracle = select_oracle(cfg, task, device=device)  # a conflicting oracle setting fails before any model is built
     policy = build_policy(cfg.model, task, prompts, device=device)
-    oracle = select_oracle(cfg, task, device=device)
 
     evaluate = None
     if task is not None:
