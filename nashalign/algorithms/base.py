@@ -378,6 +378,7 @@ def feedback_inputs(
     logp_ref: Any,
     *,
     step: int = 0,
+    weights: Any = None,
 ) -> LossInputs:
     """The ONE feedback-to-:class:`LossInputs` builder of the sampled paths (tabular sampled mode and LLM trainer).
 
@@ -388,6 +389,8 @@ def feedback_inputs(
             gradient pass (then ``logp_anchor``/``logp_behavior`` are filled per minibatch).
         logp_ref: ``(N,)`` ``log mu(y)`` per response.
         step: the iteration ``t``.
+        weights: ``(R,)`` row weights when the rows enumerate responses exactly (probabilities); ``None`` for
+            sampled rows (uniform).
 
     Returns:
         ``(R, K)`` inputs with ``logp = None`` (the caller puts ``log pi_theta`` there): anchor and reference
@@ -407,4 +410,6 @@ def feedback_inputs(
             f"'{feedback.behavior}' opponent; use estimator='opponent' (trainer.estimator=opponent)."
         )
     behavior = anchor if feedback.behavior == "current" else None
-    return LossInputs(None, anchor, ref, signal, None, behavior, step)
+    if weights is not None:
+        weights = weights.to(device=ref.device, dtype=ref.dtype)
+    return LossInputs(None, anchor, ref, signal, weights, behavior, step)

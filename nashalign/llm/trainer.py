@@ -58,8 +58,8 @@ log = logging.getLogger(__name__)
 
 def _rows(inputs: LossInputs, m: torch.Tensor) -> LossInputs:
     """The rows ``m`` of every ``(R, K)`` field (None stays None)."""
-    return replace(inputs, **{k: getattr(inputs, k)[m] for k in ("logp_anchor", "logp_ref", "signal", "logp_behavior")
-                              if getattr(inputs, k) is not None})
+    keys = ("logp_anchor", "logp_ref", "signal", "logp_behavior", "weights")
+    return replace(inputs, **{k: getattr(inputs, k)[m] for k in keys if getattr(inputs, k) is not None})
 
 
 class NashTrainer:
@@ -307,7 +307,15 @@ class NashTrainer:
         self._local["queries_iter"] += int(fb.queries)
         return fb
 
-    def _optimise(self, t: int, fb: Feedback) -> dict[str, Any]:
+    def optimise(self, fb: Feedback, *, t: int | None = None, weights: torch.Tensor | None = None) -> dict[str, Any]:
+        """The optimisation half of a phase on given feedback: minibatch steps on ``alg.loss`` over its rows.
+
+        ``weights`` ``(R,)``: exact row weights (every response enumerated with its probability) instead of
+        sampled rows; what the trainer-phase exactness test feeds.  Metrics are read from the device once.
+        """
+        return self._optimise(self.iteration if t is None else t, fb, weights)
+
+    def _optimise(self, t: int, fb: Feedback, weights: torch.Tensor | None = None) -> dict[str, Any]:
         """Minibatch steps on ``alg.loss`` over the phase's rows; metrics read from the device once, at the end."""
         cfg, acc, alg = self.config, self.accelerator, self.alg
         index = fb.index.cpu()  # (R, K) into fb.responses
@@ -317,7 +325,7 @@ class NashTrainer:
         # One optimizer step per phase and no dropout: log pi_t is the gradient pass's own (detached) value.
         reuse_anchor = cfg.epochs == 1 and R <= mb and self._dropout_free
         anchor_all = None if reuse_anchor else self._logprobs(fb.responses, model=self._train_module())
-        inputs = feedback_inputs(alg, fb, anchor_all, ref_all, step=t)
+        inputs = feedback_inputs(alg, fb, anchor_all, ref_all, step=t, weights=weights)
         sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=dev)
         grad_norm, n_terms, n_steps = torch.zeros((), device=dev), 0, 0
