@@ -125,7 +125,7 @@ def test_trainer_phase_with_exact_weights_is_the_exact_step(case, lm_pair, synth
     state = alg.init(np.log(pi0), np.log(mu))
     if state.memory:  # a previous iterate / EMA that differs from pi_t: mu's distribution
         state = State(0, state.logp, state.logmu, {k: np.log(mu) for k in state.memory})
-    n = task.num_classes
+    n, dist = task.num_classes, pi0
     for phase in range(alg.phases):
         if phase > 0:  # EGPO: the half step is the LM's own; theta_t (and the optimizer) come back from the bank
             state = alg.accept(state, np.log(dist), phase - 1)
@@ -153,7 +153,7 @@ def test_trainer_and_sampled_mode_build_identical_loss_inputs(load_policy, synth
     task, alg = synthetic_task, get_algorithm("omd", eta=0.5, tau=0.1)
     policy = load_policy()
     pi, mu = response_distribution(policy, task), response_distribution(policy, task, model="reference")
-    C, n = task.num_prompts, task.num_classes
+    C = task.num_prompts
     draws = torch.tensor([0, 1, 2, 2, 1, 0])  # response ids (class j of prompt c) for pairs of prompts 0, 1, 2
     answers = torch.tensor([0.25, 0.5, 0.75])
     captured = {}
