@@ -12,6 +12,7 @@ import torch
 from nashalign.llm.config import TrainerConfig
 
 __all__ = [
+    "allow_precision_change",
     "compute_dtype",
     "prepare_precision",
     "prepare_reference",
@@ -28,6 +29,20 @@ _HALF = (torch.bfloat16, torch.float16)
 SUM_KEYS = ("queries_iter", "eval_queries_iter", "rows", "samples_per_s", "tokens_per_s")
 #: Wall-clock and memory: the slowest / largest process.
 MAX_KEYS = ("time_s", "train_s", "generation_s", "peak_memory_mb")
+
+
+def allow_precision_change(cfg: TrainerConfig) -> None:
+    """Let a second trainer in one (non-distributed) Python process use another ``mixed_precision``.
+
+    Accelerate keeps one process-wide ``AcceleratorState`` and refuses a different precision once it exists; a
+    single process may safely start over (its distributed state, the ``PartialState``, is kept).
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    if not AcceleratorState._shared_state or PartialState().num_processes > 1:
+        return
+    if AcceleratorState().mixed_precision != cfg.mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def compute_dtype(cfg: TrainerConfig) -> torch.dtype | None:

@@ -201,9 +201,9 @@ class OpponentBank:
     def copies(self) -> dict[str, float]:
         """Parameter-sized copies held, in units of the trainable parameter count: ``{"device", "host"}``."""
         size = sum(p.numel() for _, p in trainable_named(self.model)) or 1
-        out = {"device": 0.0, "host": 0.0}
+        count = {"device": 0, "host": 0}
         tensors = [t for slot in self.slots.values() for t in slot.values()]
         tensors += [v for e in (self._opt or []) for v in e.values() if isinstance(v, Tensor) and v.dim()]
         for t in tensors:
-            out["host" if t.device.type == "cpu" and self.offload else "device"] += t.numel() / size
-        return out
+            count["host" if t.device.type == "cpu" and self.offload else "device"] += t.numel()
+        return {k: v / size for k, v in count.items()}

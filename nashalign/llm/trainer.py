@@ -109,6 +109,7 @@ class NashTrainer:
         checkpoint.prepare_output_dir(
             self.output_dir, resume=cfg.resume, overwrite=cfg.overwrite_output_dir, state=state
         )
+        _setup.allow_precision_change(cfg)
         self.accelerator = acc = Accelerator(
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
