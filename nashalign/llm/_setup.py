@@ -165,3 +165,96 @@ def peak_memory_mb(device: torch.device) -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
     except (ImportError, OSError):  # pragma: no cover
         return float("nan")
+
+
+def check_inputs(cfg: TrainerConfig, policy: Any, algorithm: Any, oracle: Any, prompts: Any) -> None:
+    """Clear errors for what :class:`~nashalign.llm.trainer.NashTrainer` is given."""
+    from nashalign.algorithms.base import Algorithm
+
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(
+            f"algorithm must be a nashalign Algorithm (e.g. get_algorithm('nash_md', eta=0.5, tau=0.1)), "
+            f"got {type(algorithm).__name__}."
+        )
+    if not callable(oracle):
+        raise TypeError(f"oracle must be callable oracle(prompts, first, second), got {type(oracle).__name__}.")
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, got one string; wrap it in a list.")
+    if not list(prompts) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a non-empty list of strings (see nashalign.llm.data.load_prompts).")
+    peft = getattr(policy, "is_peft", False)
+    if cfg.lora is not None and not peft:
+        raise ValueError(
+            "trainer.lora is set but the policy given to NashTrainer has no LoRA adapter: build it with the "
+            "same settings, e.g. CausalLMPolicy.from_pretrained(..., lora=config.lora) or "
+            "build_tiny_policy(task, lora=config.lora); a model config group must pass `lora: ${trainer.lora}`."
+        )
+    if cfg.merge_lora and not peft:
+        raise ValueError("trainer.merge_lora=true merges a LoRA adapter, but the policy has none; drop it.")
+
+
+def check_estimator(cfg: TrainerConfig, alg: Any, estimator: str) -> None:
+    if cfg.pairs == "best_worst" and estimator != "winrate":
+        raise ValueError("trainer.pairs='best_worst' needs the 'winrate' estimator (it ranks k responses).")
+    if alg.on_policy and estimator == "pair":
+        for phase in range(alg.phases):
+            if any(o.kind != "current" for o in alg.neural_opponents(0, phase)):
+                raise ValueError(
+                    f"{alg.name}: the policy-gradient form needs responses from pi_t, but the 'pair' "
+                    "estimator draws them from the opponent; set trainer.estimator=opponent."
+                )
+
+
+def available_trackers(cfg: TrainerConfig) -> list[str] | None:
+    """``trainer.log_with`` restricted to the installed trackers (a warning for the others)."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    ok = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+    names = [n for n in cfg.log_with or [] if ok[n]()]
+    for n in set(cfg.log_with or []) - set(names):
+        log.warning("trainer.log_with: %s is not installed; skipping it (metrics.jsonl is still written).", n)
+    return names or None
+
+
+def gathered(acc: Any, model: Any) -> Any:
+    """Full parameters for generation: FSDP gathers its shards (``summon_full_params``); else a no-op."""
+    from contextlib import nullcontext
+
+    from accelerate.utils import DistributedType
+
+    if acc.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return nullcontext()
+
+
+def dropout_free(model: Any) -> bool:
+    """True when training-mode forwards equal eval-mode ones: no dropout module or config rate above 0."""
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+        return False
+    cfg = getattr(model, "config", None)
+    rates = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
+    return not any(
+        ("dropout" in k or "pdrop" in k) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        for k, v in rates.items()
+    )
+
+
+def prompt_cycle(prompts: list[Any], size: int, slot: int, seed: int) -> list[Any]:
+    """Batch number ``slot`` of ``size`` prompts from a seeded cycle of shuffled passes over ``prompts``."""
+    n, out, perms = len(prompts), [], {}
+    for j in range(slot * size, (slot + 1) * size):
+        rnd = j // n
+        if rnd not in perms:
+            perms[rnd] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + rnd)).tolist()
+        out.append(prompts[perms[rnd][j % n]])
+    return out
+
+
+def tracker_config(cfg: TrainerConfig, alg: Any) -> dict[str, Any]:
+    """Flat hyperparameters for Accelerate's trackers."""
+    out = {f"trainer/{k}": v for k, v in cfg.to_dict().items() if isinstance(v, (int, float, str, bool))}
+    out.update({f"algorithm/{k}": v for k, v in alg.hyperparameters().items() if v is not None})
+    out["algorithm/name"] = alg.name
+    return out

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -47,6 +46,7 @@ from nashalign.estimators import Feedback, estimate
 from nashalign.llm import _setup, checkpoint
 from nashalign.llm._decode import HFSampler
 from nashalign.llm._load import process_state
+from nashalign.llm._report import TrainerReporting
 from nashalign.llm.checkpoint import latest_checkpoint
 from nashalign.llm.config import TIMING_KEYS, TrainerConfig
 from nashalign.llm.opponents import OpponentBank
@@ -62,7 +62,7 @@ def _rows(inputs: LossInputs, m: torch.Tensor) -> LossInputs:
     return replace(inputs, **{k: getattr(inputs, k)[m] for k in keys if getattr(inputs, k) is not None})
 
 
-class NashTrainer:
+class NashTrainer(TrainerReporting):
     """Online Nash learning for a :class:`~nashalign.llm.policy.CausalLMPolicy` (see the module docstring).
 
     Args:
@@ -98,12 +98,12 @@ class NashTrainer:
         from accelerate.utils import set_seed
 
         self.config = cfg = config if isinstance(config, TrainerConfig) else TrainerConfig.from_mapping(config or {})
-        self._check_inputs(policy, algorithm, oracle, prompts)
+        _setup.check_inputs(cfg, policy, algorithm, oracle, prompts)
         self.policy, self.alg, self.oracle, self.prompts = policy, algorithm, oracle, list(prompts)
         self.evaluate_fn, self.sampler = evaluate, sampler or HFSampler()
         self.estimator = cfg.estimator or algorithm.estimator
         self.k = cfg.k if cfg.k is not None else (4 if self.estimator == "winrate" else 2)
-        self._check_estimator()
+        _setup.check_estimator(cfg, algorithm, self.estimator)
         self.output_dir = Path(cfg.output_dir)
         state = process_state(cpu=cfg.cpu)
         checkpoint.prepare_output_dir(
@@ -114,7 +114,7 @@ class NashTrainer:
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.gradient_accumulation_steps,
             cpu=cfg.cpu,
-            log_with=self._available_trackers(),
+            log_with=_setup.available_trackers(cfg),
             project_dir=str(self.output_dir),
         )
         if cfg.num_threads is not None:
@@ -154,51 +154,6 @@ class NashTrainer:
             elif acc.is_main_process:
                 log.info("resume=True but no checkpoint in %s: starting fresh.", self.output_dir / "checkpoints")
 
-    # ------------------------------------------------------------------------------------- checks
-    def _check_inputs(self, policy: Any, algorithm: Any, oracle: Any, prompts: Any) -> None:
-        cfg = self.config
-        if not isinstance(algorithm, Algorithm):
-            raise TypeError(
-                f"algorithm must be a nashalign Algorithm (e.g. get_algorithm('nash_md', eta=0.5, tau=0.1)), "
-                f"got {type(algorithm).__name__}."
-            )
-        if not callable(oracle):
-            raise TypeError(f"oracle must be callable oracle(prompts, first, second), got {type(oracle).__name__}.")
-        if isinstance(prompts, str):
-            raise TypeError("prompts must be a list of strings, got one string; wrap it in a list.")
-        if not list(prompts) or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompts must be a non-empty list of strings (see nashalign.llm.data.load_prompts).")
-        peft = getattr(policy, "is_peft", False)
-        if cfg.lora is not None and not peft:
-            raise ValueError(
-                "trainer.lora is set but the policy given to NashTrainer has no LoRA adapter: build it with the "
-                "same settings, e.g. CausalLMPolicy.from_pretrained(..., lora=config.lora) or "
-                "build_tiny_policy(task, lora=config.lora); a model config group must pass `lora: ${trainer.lora}`."
-            )
-        if cfg.merge_lora and not peft:
-            raise ValueError("trainer.merge_lora=true merges a LoRA adapter, but the policy has none; drop it.")
-
-    def _check_estimator(self) -> None:
-        alg, cfg = self.alg, self.config
-        if cfg.pairs == "best_worst" and self.estimator != "winrate":
-            raise ValueError("trainer.pairs='best_worst' needs the 'winrate' estimator (it ranks k responses).")
-        if alg.on_policy and self.estimator == "pair":
-            for phase in range(alg.phases):
-                if any(o.kind != "current" for o in alg.neural_opponents(0, phase)):
-                    raise ValueError(
-                        f"{alg.name}: the policy-gradient form needs responses from pi_t, but the 'pair' "
-                        "estimator draws them from the opponent; set trainer.estimator=opponent."
-                    )
-
-    def _available_trackers(self) -> list[str] | None:
-        from accelerate.utils import is_tensorboard_available, is_wandb_available
-
-        ok = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
-        names = [n for n in self.config.log_with or [] if ok[n]()]
-        for n in set(self.config.log_with or []) - set(names):
-            log.warning("trainer.log_with: %s is not installed; skipping it (metrics.jsonl is still written).", n)
-        return names or None
-
     def rows_per_phase(self) -> int:
         """Loss rows one phase produces per process (pairs for pairwise forms, groups of ``k`` otherwise)."""
         B, k = self.config.prompts_per_iteration, self.k
@@ -215,20 +170,13 @@ class NashTrainer:
     # ------------------------------------------------------------------------------------- sampling
     def _prompt_batch(self, t: int, phase: int) -> list[str]:
         """The prompts of (iteration, phase): a seeded cycle through the prompt set (no RNG state needed)."""
-        cfg, acc = self.config, self.accelerator
-        n, B = len(self.prompts), cfg.prompts_per_iteration
-        start = ((t * self.alg.phases + phase) * acc.num_processes + acc.process_index) * B
-        out, perms = [], {}
-        for j in range(start, start + B):
-            rnd = j // n
-            if rnd not in perms:
-                perms[rnd] = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + rnd)).tolist()
-            out.append(self.prompts[perms[rnd][j % n]])
-        return out
+        acc = self.accelerator
+        slot = (t * self.alg.phases + phase) * acc.num_processes + acc.process_index
+        return _setup.prompt_cycle(self.prompts, self.config.prompts_per_iteration, slot, self.config.seed)
 
     def _generate(self, prompts: list[str], k: int, *, mixture: float = 0.0) -> Any:
         cfg, start = self.config, time.perf_counter()
-        with self._gathered(), self.accelerator.autocast():
+        with _setup.gathered(self.accelerator, self.model), self.accelerator.autocast():
             samples = self.sampler(
                 self.policy, prompts, k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                 top_p=cfg.top_p, top_k=cfg.top_k, mixture=mixture, generator=self.generator,
@@ -239,16 +187,6 @@ class NashTrainer:
         stats["sequences"] = stats.get("sequences", 0) + len(samples)
         stats["tokens"] = stats.get("tokens", 0) + samples.response_mask.sum()  # a device tensor, read once
         return samples
-
-    def _gathered(self) -> Any:
-        """Full parameters for generation: FSDP gathers its shards (``summon_full_params``); else a no-op."""
-        from accelerate.utils import DistributedType
-
-        if self.accelerator.distributed_type == DistributedType.FSDP:
-            from torch.distributed.fsdp import FullyShardedDataParallel
-
-            return FullyShardedDataParallel.summon_full_params(self.model, writeback=False)
-        return nullcontext()
 
     def _sampler(self, prompts: list[str], phase: int) -> Callable[[Opponent | None, torch.Tensor, int], Any]:
         """The estimator's sampler.  In phase 0 the live model is ``theta_t``; in a later phase it is the half
@@ -287,16 +225,7 @@ class NashTrainer:
 
     @property
     def _dropout_free(self) -> bool:
-        """True when training-mode forwards equal eval-mode ones: no dropout module or config rate above 0."""
-        model = self.accelerator.unwrap_model(self.model)
-        if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
-            return False
-        cfg = getattr(model, "config", None)
-        rates = cfg.to_dict() if hasattr(cfg, "to_dict") else {}
-        return not any(
-            ("dropout" in k or "pdrop" in k) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-            for k, v in rates.items()
-        )
+        return _setup.dropout_free(self.accelerator.unwrap_model(self.model))
 
     # ------------------------------------------------------------------------------------- one phase
     def _collect(self, t: int, phase: int, prompts: list[str]) -> Feedback:
@@ -409,47 +338,6 @@ class NashTrainer:
         self.history.append(metrics)
         return metrics
 
-    def _iteration_metrics(self, t: int, phase_metrics: list[dict[str, Any]], anchor: Any, start: float) -> dict:
-        alg, cfg = self.alg, self.config
-        metrics: dict[str, Any] = {"iteration": t + 1}
-        for i, pm in enumerate(phase_metrics):
-            metrics.update({(k if alg.phases == 1 else f"phase{i}/{k}"): v for k, v in pm.items()})
-        if alg.phases > 1:  # the iteration's loss is the final phase's
-            metrics["loss"] = phase_metrics[-1].get("loss", float("nan"))
-            metrics["signal_mean"] = phase_metrics[-1]["signal_mean"]
-        metrics["lr"] = float(self.scheduler.get_last_lr()[0])
-        train_s = time.perf_counter() - start
-        if cfg.track_win_rate and anchor is not None:
-            metrics["win_rate_vs_anchor"] = self._win_rate_vs_anchor(*anchor)
-        gen = self._gen_stats
-        seconds = gen.get("seconds", 0.0)
-        metrics.update(self._local, train_s=train_s, generation_s=seconds)
-        metrics["samples_per_s"] = gen.get("sequences", 0) / seconds if seconds > 0 else float("nan")
-        metrics["tokens_per_s"] = float(gen.get("tokens", 0)) / seconds if seconds > 0 else float("nan")
-        metrics["peak_memory_mb"] = _setup.peak_memory_mb(self.accelerator.device)
-        metrics = _setup.reduce_metrics(self.accelerator, metrics)
-        self.queries += int(metrics["queries_iter"])
-        self.eval_queries += int(metrics.pop("eval_queries_iter"))
-        metrics["queries"], metrics["eval_queries"] = self.queries, self.eval_queries
-        ev = cfg.eval_every
-        if self.evaluate_fn is not None and ((ev and self.iteration % ev == 0) or self.iteration == cfg.iterations):
-            metrics.update(self._evaluate())
-        metrics["time_s"] = time.perf_counter() - start
-        return metrics
-
-    def _win_rate_vs_anchor(self, prompts: list[str], anchor_samples: Any) -> float:
-        """Mean ``P(y_new > y_anchor)``: one fresh sample of ``pi_{t+1}`` per prompt vs one of ``pi_t``."""
-        per = len(anchor_samples) // len(prompts)  # prompt-major rows: the first sample of each prompt
-        anchor = anchor_samples.select(torch.arange(len(prompts)) * per)
-        fresh = self._generate(prompts, 1)
-        p = torch.as_tensor(self.oracle(prompts, fresh, anchor)).float()
-        self._local["eval_queries_iter"] += len(prompts)
-        return float(p.mean())
-
-    def _evaluate(self) -> dict[str, float]:
-        out = self.evaluate_fn(self.policy) if self.evaluate_fn is not None else {}
-        return {str(k): float(v) for k, v in dict(out).items()}
-
     # ------------------------------------------------------------------------------------- the loop
     def train(self, *, stop_after: int | None = None) -> list[dict[str, Any]]:
         """Run until ``config.iterations`` (or, to simulate an interruption, ``stop_after`` iterations).
@@ -464,7 +352,7 @@ class NashTrainer:
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if acc.trackers is not None and acc.log_with and not self._trackers_started:
-            acc.init_trackers(cfg.project_name, config=self._tracker_config())
+            acc.init_trackers(cfg.project_name, config=_setup.tracker_config(cfg, self.alg))
             self._trackers_started = True
         if self.iteration == 0 and not self.history:
             row: dict[str, Any] = {"iteration": 0, "queries": 0}
@@ -494,21 +382,6 @@ class NashTrainer:
             if self._trackers_started:
                 acc.end_training()
         return self.history
-
-    def _tracker_config(self) -> dict[str, Any]:
-        cfg = {f"trainer/{k}": v for k, v in self.config.to_dict().items() if isinstance(v, (int, float, str, bool))}
-        cfg.update({f"algorithm/{k}": v for k, v in self.alg.hyperparameters().items() if v is not None})
-        cfg["algorithm/name"] = self.alg.name
-        return cfg
-
-    def _log(self, metrics: Mapping[str, Any]) -> None:
-        acc = self.accelerator
-        if not acc.is_main_process:
-            return
-        with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"algorithm": self.alg.name, **metrics}) + "\n")
-        if self._trackers_started:
-            acc.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(metrics["iteration"]))
 
     # ------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | os.PathLike[str] | None = None) -> Path:

@@ -22,7 +22,8 @@ def test_lists():
     assert load_prompts(RECORDS) == PROMPTS
     assert load_prompts(RECORDS, limit=2) == PROMPTS[:2]
     chat = [{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Q?"}]}]
-    assert load_prompts(chat, field="messages") == ["Q?"]
+    (prompt,) = load_prompts(chat, field="messages")  # the whole conversation, not only its last user message
+    assert prompt.messages == tuple(chat[0]["messages"]) and prompt == "system: s\nuser: Q?"
 
 
 def test_jsonl_json_csv_txt(tmp_path):
