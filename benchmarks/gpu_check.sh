@@ -57,16 +57,16 @@ for name in ("transformers", "accelerate", "peft", "cvxpy", "hydra", "omegaconf"
 EOF
 
 # 1. gpu-marked tests (they skip cleanly without CUDA)
-step "pytest -m gpu" 240 $PY -m pytest -q -m gpu -p no:cacheprovider tests/llm/test_gpu.py tests/test_game.py
+step "pytest -m gpu" 180 $PY -m pytest -q -m gpu -p no:cacheprovider tests/llm/test_gpu.py tests/test_game.py
 
 if [[ $CUDA -eq 1 ]]; then
   GPU=$($PY -c "import torch, re; print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name(0).lower()).strip('-'))")
   # 2. tabular exact steps on CUDA (part a: throughput and bandwidth)
-  step "bench_tabular --device cuda" 120 $PY benchmarks/bench_tabular.py --device cuda --parts a --n 100 1000 \
-    --C 100 1000 --repeat 3 --machine "cuda-$GPU"
+  step "bench_tabular --device cuda" 90 $PY benchmarks/bench_tabular.py --device cuda --parts a --n 1000 \
+    --C 100 --repeat 2 --machine "cuda-$GPU"
   # 3. the LLM trainer on a Qwen2-0.5B-shaped model in bf16 (full fine-tuning and LoRA, every algorithm)
   step "bench_llm_memory qwen0p5b bf16" 300 $PY benchmarks/bench_llm_memory.py --model qwen0p5b --device cuda \
-    --dtype bfloat16 --iterations 2 --prompts 8 --tokens 32 --threads 4 --machine "cuda-$GPU" --write
+    --dtype bfloat16 --iterations 2 --prompts 4 --tokens 16 --threads 4 --machine "cuda-$GPU" --write
 else
   echo "no CUDA (or --dry-run): the CPU-size versions of steps 2 and 3, nothing written"
   step "bench_tabular (cpu, tiny)" 120 $PY benchmarks/bench_tabular.py --parts a --n 10 --C 1 --repeat 1 --no-write

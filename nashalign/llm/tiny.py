@@ -141,5 +141,7 @@ def build_scratch_policy(
         **config,
     )
     torch_dtype = resolve_dtype(dtype)
-    model = AutoModelForCausalLM.from_config(cfg, **({"dtype": torch_dtype} if torch_dtype else {}))
-    return CausalLMPolicy(model, tok, use_chat_template=False, device=device or default_device(), lora=lora)
+    device = torch.device(device or default_device())
+    with device:  # initialise the weights where they will live (a 0.5B model initialises in seconds on a GPU)
+        model = AutoModelForCausalLM.from_config(cfg, **({"dtype": torch_dtype} if torch_dtype else {}))
+    return CausalLMPolicy(model, tok, use_chat_template=False, device=device, lora=lora)
