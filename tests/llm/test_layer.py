@@ -187,3 +187,27 @@ def test_attn_implementation_and_device_map_pass_through(tiny_lm_dir):
     assert placed.device.type == "cpu" and next(placed.model.parameters()).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype or torch_dtype"):
         CausalLMPolicy.from_pretrained(tiny_lm_dir, dtype="float32", torch_dtype="bfloat16")
+
+
+# ------------------------------------------------------------------ devices from the process state
+def test_the_app_places_policy_and_oracle_on_the_process_device(tiny_lm_dir, monkeypatch):
+    """llm/train.py creates the distributed state first and passes its device: a ``device: null`` entry of the
+    model group and of a model-based oracle is filled with it (not left to resolve to cuda:0 on every rank)."""
+    from hydra import compose, initialize_config_dir
+
+    import nashalign.llm.app as app
+    from nashalign.llm._load import process_state
+
+    conf = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="llm", overrides=[
+            "model=hf", f"model.name_or_path={tiny_lm_dir}", "oracle=reward_model",
+            "oracle.oracle.name_or_path=unused", "data=jsonl", "data.source=unused.jsonl"])
+    device = process_state(cpu=True).device
+    seen = {}
+    monkeypatch.setattr(app, "instantiate", lambda node, **kw: seen.setdefault("oracle", node))
+    app.select_oracle(cfg, None, device=device)
+    assert seen["oracle"].oracle.device == str(device)
+    monkeypatch.undo()
+    policy = app.build_policy(cfg.model, None, ["x"], device=device)
+    assert policy.device == device
