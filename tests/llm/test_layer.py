@@ -211,3 +211,12 @@ def test_the_app_places_policy_and_oracle_on_the_process_device(tiny_lm_dir, mon
     monkeypatch.undo()
     policy = app.build_policy(cfg.model, None, ["x"], device=device)
     assert policy.device == device
+
+
+def test_importing_the_trainer_does_not_import_hydra():
+    import subprocess
+    import sys
+
+    code = ("import sys, nashalign.llm.trainer, nashalign.llm.checkpoint, nashalign.llm.opponents; "
+            "bad = [m for m in ('hydra', 'omegaconf') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
