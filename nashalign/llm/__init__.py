@@ -27,6 +27,7 @@ _LAZY: dict[str, str] = {
     "response_distribution": "nashalign.llm.synthetic",
     "extended_game": "nashalign.llm.synthetic",
     "evaluate_exact": "nashalign.llm.synthetic",
+    "ExactEvaluator": "nashalign.llm.synthetic",
     # trainer
     "NashTrainer": "nashalign.llm.trainer",
     "TrainerConfig": "nashalign.llm.trainer",
