@@ -12,8 +12,13 @@
 #   CUDA_VISIBLE_DEVICES= benchmarks/gpu_check.sh   # the same as --dry-run
 #
 # The GPU image has torch, transformers, accelerate, peft, pytest but not cvxpy, clarabel, hydra-core or
-# omegaconf: put their cp312 wheels in .whl/ (ignored by git; see benchmarks/README.md) and they are installed
-# into a scratch directory on PYTHONPATH, without network and without dependencies.
+# omegaconf: put their cp312 wheels in .whl/ (ignored by git, 5.8 MB) and they are installed into a scratch
+# directory on PYTHONPATH, without network and without dependencies (scs and osqp are left out: 43 MB, and
+# cvxpy imports without them; the tabular code uses Clarabel). To fetch them (PyPI only):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#       cvxpy==1.9.3 clarabel==0.11.1 hydra-core==1.3.8 omegaconf==2.3.1
+#   pip wheel --no-deps -w .whl antlr4-python3-runtime==4.9.3      # sdist only on PyPI: build the wheel
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,7 +44,11 @@ step() {  # step NAME TIMEOUT_S CMD...: run with a time limit, record ok / FAILE
 if compgen -G ".whl/*.whl" > /dev/null; then
   SITE=${NASHALIGN_WHEEL_SITE:-/tmp/nashalign-gpu-site}
   if ! $PY -c "import cvxpy, hydra, omegaconf" 2> /dev/null; then
-    step "install .whl/ (no deps, offline)" 120 $PY -m pip install --quiet --no-index --no-deps --target "$SITE" .whl/*.whl
+    if ! $PY -m pip --version > /dev/null 2>&1; then  # no pip: a wheel is a zip of its site-packages files
+      step "unpack .whl/ (no pip)" 120 $PY -c "import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]" "$SITE" .whl/*.whl
+    else
+      step "install .whl/ (no deps, offline)" 120 $PY -m pip install --quiet --no-index --no-deps --target "$SITE" .whl/*.whl
+    fi
     export PYTHONPATH="$PYTHONPATH:$SITE"
   fi
 fi
