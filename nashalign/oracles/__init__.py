@@ -19,6 +19,7 @@ from nashalign.oracles.base import (
     as_oracle,
     from_callable,
     oracle_name,
+    register_adapter,
 )
 from nashalign.oracles.factory import build_oracle
 from nashalign.oracles.gpm import DEFAULT_EMBED_TEMPLATE, GPMOracle, MeanPoolEncoder, default_encoder_path
@@ -49,6 +50,7 @@ __all__ = [
     "PreferenceOracle",
     "OracleError",
     "as_oracle",
+    "register_adapter",
     "from_callable",
     "FunctionOracle",
     "oracle_name",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_pair
+from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_pair, register_adapter
 
 __all__ = ["JudgeAdapter"]
 
@@ -116,3 +116,11 @@ class JudgeAdapter(OracleBase):
             for i in failed:
                 out[i] = 0.5 if self.on_failure == "tie" else float(self._rng.random() < 0.5)
         return torch.tensor(out, dtype=torch.float64)
+
+
+def has_judge_method(obj: Any) -> bool:
+    """Whether ``obj`` has a callable ``judge`` attribute (the shape :class:`JudgeAdapter` wraps)."""
+    return callable(getattr(obj, "judge", None))
+
+
+register_adapter(has_judge_method, JudgeAdapter)
