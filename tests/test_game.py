@@ -102,7 +102,14 @@ def test_skew_violation_message_names_the_entry():
 def test_skew_tolerance_accepts_rounding_noise():
     P = rps_P().copy()
     P[2, 0] += 1e-12
-    PreferenceGame(P)  # within 1e-9: accepted
+    g = PreferenceGame(P)  # within 1e-9: accepted
+    np.testing.assert_array_equal(g.P[0], P)  # stored as given, not silently symmetrised
+    assert g.P[0, 2, 0] + g.P[0, 0, 2] - 1.0 == pytest.approx(1e-12, abs=1e-15)
+    # and used as given: P(y > rock) reads the perturbed column
+    np.testing.assert_array_equal(g.win_rates([1.0, 0.0, 0.0]), P[:, 0])
+    P[2, 0] += 1e-8  # past the documented 1e-9 tolerance: rejected
+    with pytest.raises(ValueError, match=r"P \+ P\^T must equal 1"):
+        PreferenceGame(P)
 
 
 @pytest.mark.parametrize(
