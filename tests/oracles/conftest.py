@@ -6,12 +6,9 @@ downloaded: tokenizers are trained on a few sentences and models are randomly in
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+# The Hugging Face offline variables are set once, in the root tests/conftest.py (loaded first).
 
 TEXTS = [
     "Which response answers the instruction better? Answer with a single letter, A or B.",
