@@ -84,7 +84,9 @@ def solve_minimax(
         max_outer: outer-step budget.
         tol: target exploitability.
         check_every: outer steps between exploitability checks (each costs one matvec).
-        backend, device, dtype: as in :func:`nashalign.solve`.
+        backend: as in :func:`nashalign.solve`.
+        device: as in :func:`nashalign.solve`.
+        dtype: as in :func:`nashalign.solve`.
         polish: at every check, try the float64 support polish (module docstring) on the contexts whose
             exploitability is below ``polish_below`` but not yet below ``tol`` (and fell threefold since the
             context's last attempt); a context whose polished policy reaches ``tol`` is finished with it.

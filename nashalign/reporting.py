@@ -163,7 +163,7 @@ def markdown_table(
         digits: significant digits for floats (:func:`format_number`).
         tiny: floats below this in absolute value print as ``~0``.
 
-    Example:
+    Examples:
         >>> print(markdown_table([{"alg": "egpo", "kl": 1.5e-9}], ["alg", ("kl", "KL")]))
         | alg | KL |
         |---|---|
@@ -210,7 +210,9 @@ def plot_curves(
     Args:
         series: :class:`Curve` objects or dicts with the same fields.
         path: output ``.png``.
-        xlabel, ylabel, title: axis labels and title.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        title: figure title.
         logy: log-scale y axis; values ``<= floor`` (exact zeros, round-off) are drawn at ``floor``.
         styles: extra legend entries for line styles, e.g. ``{"-": "last iterate", "--": "average"}``.
         floor: the lowest value drawn on a log axis.

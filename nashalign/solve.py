@@ -333,11 +333,17 @@ def solve(
             ``None``, or a policy to measure ``KL(target || pi_t)`` against.
         tol: stop early once the monitored exploitability (regularised when ``tau > 0``) is below ``tol``.
         mode: ``"exact"`` or ``"sampled"``.
-        batch, inner_steps, optimizer, lr, oracle, estimator: sampled mode (see :mod:`nashalign.sampled`).
+        batch: sampled mode (see :mod:`nashalign.sampled`).
+        inner_steps: sampled mode (see :mod:`nashalign.sampled`).
+        optimizer: sampled mode (see :mod:`nashalign.sampled`).
+        lr: sampled mode (see :mod:`nashalign.sampled`).
+        oracle: sampled mode (see :mod:`nashalign.sampled`).
+        estimator: sampled mode (see :mod:`nashalign.sampled`).
         throw: raise on non-finite iterates (default); ``False`` returns ``status="diverged"`` instead.
         progress: show a progress bar.
-        checkpoint, checkpoint_every: save the run to this ``.npz`` file every so many steps and at the end;
-            an existing file is resumed from (the same settings must be passed).
+        checkpoint: save the run to this ``.npz`` file every ``checkpoint_every`` steps and at the end; an
+            existing file is resumed from (the same settings must be passed).
+        checkpoint_every: steps between checkpoints (``None``: only at the end).
         state: continue from this algorithm state (e.g. ``previous_result.state``).
         context_block: contexts per block in exact mode.  ``"auto"`` (default): with numpy, for the registered
             algorithms, blocks of about :data:`BLOCK_BYTES` of ``P`` when ``P`` is larger than

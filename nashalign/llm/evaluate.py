@@ -128,7 +128,11 @@ def win_rate(
         prompts: the evaluation prompts (raw strings; each policy applies its own chat template).
         oracle: ``oracle(prompts, first, second) -> (B,)`` with ``P(first > second | prompt)``.
         k: samples per prompt from each policy.
-        max_new_tokens, temperature, top_p, top_k, do_sample: sampling settings for both policies.
+        max_new_tokens: sampling setting for both policies.
+        temperature: sampling setting for both policies.
+        top_p: sampling setting for both policies.
+        top_k: sampling setting for both policies.
+        do_sample: sampling setting for both policies.
         seed: sampling seed (``a`` uses ``seed``, ``b`` uses ``seed + 1``); ``None`` = global RNG.
         batch_size: rows decoded at once.
         confidence: coverage of the interval.

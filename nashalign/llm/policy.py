@@ -375,7 +375,8 @@ class CausalLMPolicy:
             lora: ``peft.LoraConfig`` kwargs (see the class docstring).
             reference: path of a separate frozen reference model (same tokenizer).  Default: see the
                 class docstring.
-            use_chat_template, max_prompt_length: see the class docstring.
+            use_chat_template: see the class docstring.
+            max_prompt_length: see the class docstring.
             trust_remote_code: passed to the ``from_pretrained`` calls.
             **model_kwargs: further ``from_pretrained`` kwargs (e.g. ``attn_implementation``).
         """

@@ -26,7 +26,7 @@ accumulation and clipping, LR schedules (``transformers.get_scheduler``), seeds.
 (``accelerator.save_state`` + ``trainer_state.json``) restore model, optimizer, scheduler, every RNG
 and the iteration, so a resumed run ends bit-identical to an uninterrupted one on the same machine.
 
-Example:
+Examples:
     >>> from nashalign.algorithms import get_algorithm
     >>> from nashalign.llm.trainer import NashTrainer, TrainerConfig
     >>> trainer = NashTrainer(policy, get_algorithm("nash_md", eta=0.5, tau=0.1), oracle, prompts,

@@ -263,7 +263,7 @@ def _resolve_dotted(path: str) -> Any:
 def from_callable(fn: Callable[..., Any] | str, name: str | None = None) -> FunctionOracle:
     """An oracle from a function ``fn(prompts, first, second)`` or its dotted import path (for YAML configs).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from nashalign.oracles import from_callable
         >>> longer = from_callable(lambda x, a, b: torch.tensor([float(len(s) > len(t)) for s, t in zip(a, b)]))
