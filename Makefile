@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench docs clean
 
 # A torch the interpreter already has (e.g. a CUDA build) is kept: the venv then sees system packages.
 $(PY):
@@ -48,5 +48,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_tabular.py
 	$(PY) benchmarks/bench_losses.py
 
+# The docs site (mkdocs-material + mkdocstrings): the guides in docs/ and the API reference from the docstrings.
+# --strict fails on a broken link, a docstring that does not parse, or a public name missing from the reference.
+docs: $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache site
