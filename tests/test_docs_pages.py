@@ -115,3 +115,21 @@ def test_the_walkthrough_sketch_registers_and_runs_like_omd():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_spec_is_shown_verbatim_under_its_headings():
+    """The SPEC hook fences every plain-text run (no emphasis from ``pi*``, no links from ``[l-m](y)``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plain_text_pages", DOCS / "hooks" / "plain_text_pages.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    text = "# T\n\nx = pi*_tau * y\n[l-m](y)\n\n## S\n| a | b |\n|---|---|\n| 1 | 2 |\nafter\n"
+    assert hook.verbatim(text) == (
+        "# T\n\n\n```text\nx = pi*_tau * y\n[l-m](y)\n```\n\n## S\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n\n"
+        "```text\nafter\n```\n\n"
+    )
+    out = hook.verbatim((DOCS / "SPEC.md").read_text())
+    assert out.count("```text") == out.count("```") // 2 > 10  # balanced fences
+    headings = [line for line in (DOCS / "SPEC.md").read_text().splitlines() if line.startswith("#")]
+    assert [line for line in out.splitlines() if line.startswith("#")] == headings
