@@ -88,3 +88,13 @@ def test_the_quickstart_and_core_examples_are_attempted():
         result = run_doctests(importlib.import_module(name))
         assert result.attempted > 0, name
         assert result.failed == 0, name
+
+
+def test_the_runner_reports_a_wrong_example():
+    """The harness fails on a docstring whose printed output is wrong (it is not a test that cannot fail)."""
+    import types
+
+    module = types.ModuleType("nashalign_doctest_probe")
+    module.__doc__ = ">>> 1 + 1\n3\n>>> 2 * 2\n4\n"
+    result = run_doctests(module)
+    assert (result.attempted, result.failed) == (2, 1)
