@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 log = logging.getLogger("nashalign.llm.evaluate")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+@hydra.main(version_base="1.3", config_path="../conf/llm", config_name="llm")
 def main(cfg: DictConfig) -> dict:
     from nashalign.llm.app import build_policy, load_data, select_oracle
     from nashalign.llm.evaluate import win_rate

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("nashalign.llm.train")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+@hydra.main(version_base="1.3", config_path="../conf/llm", config_name="llm")
 def main(cfg: DictConfig) -> dict:
     from nashalign.llm.app import build_policy, load_data, select_oracle
     from nashalign.llm.synthetic import ExactEvaluator, response_distribution
