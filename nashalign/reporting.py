@@ -204,10 +204,10 @@ class Curve:
     markevery: Any = None
 
 
-#: Strong, distinguishable colours (matplotlib's tab10 and two dark extras); no pale tints.
+#: Strong, distinguishable colours (tab10 without its pink and grey, plus darker extras); no pale tints.
 COLORS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#8b4513",
+    "#c2185b", "#000000", "#bcbd22", "#17becf", "#1a237e", "#006064",
 )  # fmt: skip
 
 #: Markers cycled over the legend curves (with :data:`COLORS`, every curve differs in two ways).
@@ -224,19 +224,20 @@ def _colors(k: int) -> list[str]:
 def _style_markers(curves: Sequence[Curve]) -> None:
     """Give each legend curve without a marker its own marker and a distinct offset along the x axis.
 
-    Curve ``i`` of ``k`` marks every ``s``-th point starting at ``round(i s / k)``, with ``s`` the stride
-    for :data:`MARKS_PER_CURVE` marks: two curves that coincide point for point show their markers at
-    different places.  Curves with ``legend=False`` (averages drawn beside a listed curve) inherit the
+    Curve ``i`` of ``k`` marks every ``s``-th point starting at ``floor(i s / k)``, with ``s`` the stride for
+    :data:`MARKS_PER_CURVE` marks but at least ``k`` (when the points allow): two curves that coincide point
+    for point show their markers at different places.  Curves with ``legend=False`` (averages drawn beside a listed curve) inherit the
     marker of the listed curve of the same colour.
     """
     listed = [c for c in curves if c.legend and c.marker is None]
-    k = len(listed)
+    index = {label: i for i, label in enumerate(dict.fromkeys(c.label for c in listed))}  # one style per label
+    k = len(index)
     by_color: dict[Any, tuple[str, Any]] = {}
-    for i, c in enumerate(listed):
-        n = len(c.x)
-        stride = max(1, n // MARKS_PER_CURVE)
+    for c in listed:
+        i, n = index[c.label], len(c.x)
+        stride = max(1, n // MARKS_PER_CURVE, min(k, n))  # at least k apart when there are few points
         c.marker = MARKERS[i % len(MARKERS)]
-        c.markevery = (min(round(i * stride / max(k, 1)), max(n - 1, 0)), stride)
+        c.markevery = ((i * stride // k) % stride, stride)
         by_color[c.color] = (c.marker, c.markevery)
     for c in curves:
         if not c.legend and c.marker is None and c.color in by_color and c.color is not None:
@@ -360,7 +361,7 @@ def plot_curves(
 #: Readable names of the metrics the LLM trainer logs (``metrics.jsonl`` keys), for plot axes.
 METRIC_NAMES: dict[str, str] = {
     "exploitability": "exploitability  max_y P(y > π) − 1/2",
-    "kl_target": "KL(π*_τ ‖ π)  to the regularised equilibrium",
+    "kl_target": "KL(π*_τ || π)  to the regularised equilibrium",
     "invalid_mass": "probability of invalid answers",
     "reg_exploitability": "regularised exploitability",
     "loss": "training loss",
@@ -411,7 +412,7 @@ def plot_metric_histories(
                 xs, ys = zip(*pts)
                 curves.append(Curve(label, xs, ys, color=color, linewidth=2.0, panel=metric_name(k)))
     if title is None:
-        title = " and ".join(metric_name(k).split("  ")[0] for k in keys) + f" of {len(runs)} run(s)"
+        title = " and ".join(metric_name(k).split("  ")[0] for k in keys) + f" during training ({len(runs)} runs)"
     return plot_curves(curves, path, xlabel=metric_name(x), ylabel="", logy=True, title=title)
 
 
