@@ -314,3 +314,14 @@ def test_a_run_keeps_its_marker_on_every_panel_and_few_points_still_get_distinct
     per_panel = [[(line.get_marker(), line.get_markevery()) for line in ax.get_lines()] for ax in fig.axes]
     assert per_panel[0] == per_panel[1]  # same run, same marker and offset on both panels
     assert len({every[0] for _, every in per_panel[0]}) == 5  # 11 points, 5 identical curves: 5 offsets
+
+
+def test_the_tabular_readme_plotting_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "tabular" / "README.md").read_text()
+    block = re.search(r"The same plot from Python.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "tabular/README.md", "exec"), {})
+    assert (tmp_path / "rps.png").read_bytes()[:8] == PNG_MAGIC

@@ -1,0 +1,308 @@
+"""Every number the README and docs quote from a run, tied to the results file it comes from.
+
+:data:`QUOTES` is the one table of quoted numbers: for each, the document, a regular expression that finds the
+quote exactly once (its groups are the numbers), the results file under ``benchmarks/results/`` and, per group,
+the JSON path of the value and how it is printed (:data:`FORMATS`).  A field may name more paths (``also``)
+that must print the same: a row that says ``omd = inpo`` checks both runs.
+
+    python benchmarks/docs_numbers.py --check     # exit 1 and list every quote that differs from its source
+    python benchmarks/docs_numbers.py --write     # rewrite the quotes from the results files
+    make docs-numbers                             # rerun the app presets (bench_apps.py --write), then --write
+
+The results files come from ``benchmarks/bench_apps.py --write`` (the apps' presets: tabular demo, EGPO's
+tabular comparison, the LM benchmark and ``make demo``'s LM run).  ``tests/test_docs_numbers.py`` runs the
+check, so a quote that disagrees with its source fails the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+MACHINE = "amd-epyc-2c"  # the machine every quoted run was measured on (README "Performance")
+
+
+def _sci(x: float, digits: int = 1) -> str:
+    """``7.5e-5``: scientific with ``digits`` decimals and no zero-padded exponent."""
+    mant, exp = f"{x:.{digits}e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def _g3(x: float) -> str:
+    """Three significant digits from 1e-3 up, ``7.5e-5`` below, ``~0`` under 1e-15 (round-off)."""
+    if abs(x) < 1e-15:
+        return "~0"
+    return f"{x:.3g}" if abs(x) >= 1e-3 else _sci(x)
+
+
+def _short(x: float) -> str:
+    """Two decimals from 0.1 up (``0.34``), ``2.9e-2`` below, ``~0`` under 1e-15."""
+    if abs(x) < 1e-15:
+        return "~0"
+    return f"{x:.2f}" if abs(x) >= 0.1 else _sci(x)
+
+
+#: How a value is printed in the docs.
+FORMATS: dict[str, Callable[[Any], str]] = {
+    "f3": lambda x: f"{x:.3f}",
+    "f4": lambda x: f"{x:.4f}",
+    "int": lambda x: str(int(round(x))),
+    "sec": lambda x: f"{x:.0f}",
+    "min": lambda x: f"{max(1, round(x / 60))}",
+    "g3": _g3,
+    "short": _short,
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One quoted number: ``path`` in the results file, printed with ``fmt``; ``also``: paths that must agree."""
+
+    path: tuple[str, ...]
+    fmt: str
+    also: tuple[tuple[str, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A quote in ``doc`` found by ``pattern`` (exactly one match; one regex group per field)."""
+
+    doc: str
+    pattern: str
+    source: str
+    fields: tuple[Field, ...]
+    note: str = field(default="", compare=False)
+
+
+def _src(part: str) -> str:
+    return f"app_{part}-{MACHINE}.json"
+
+
+def _row(label: str, cells: Sequence[str]) -> str:
+    """A markdown table row starting with ``label``; each cell a regex with its groups."""
+    return r"^\| " + re.escape(label) + r" \|" + "".join(f" {c} \\|" for c in cells) + r"$"
+
+
+NUM = r"([~\d.e+-]+)"
+
+# ----------------------------------------------------------------------------------------------- LM benchmark
+LM_ROWS = {  # table label -> algorithm
+    "nash_md": "nash_md", "egpo": "egpo", "omd": "omd", "inpo": "inpo", "online_ipo": "online_ipo",
+    "omwu": "omwu", "nash_ema": "nash_ema", "mwu (tau = 0)": "mwu", "sppo (tau = 0)": "sppo",
+    "dno (tau = 0)": "dno", "spo (tau = 0, pg form)": "spo",
+}  # fmt: skip
+
+
+#: Rows that also quote a minimum over training (in parentheses).
+LM_MIN = {"online_ipo": "kl_target", "spo": "exploitability"}
+
+
+def _lm_table(doc: str) -> list[Quote]:
+    out = []
+    for label, alg in LM_ROWS.items():
+        r = ("results", alg)
+        fields = [Field((*r, "exploitability_before"), "f3"), Field((*r, "exploitability_after"), "f3"),
+                  Field((*r, "kl_target_before"), "f3"), Field((*r, "kl_target_after"), "f3")]  # fmt: skip
+        cells = [NUM, NUM, NUM, NUM, NUM]
+        if alg in LM_MIN:  # the row also quotes the metric's minimum over training: "0.254 (min 0.058)"
+            key = LM_MIN[alg]
+            i = 1 if key == "exploitability" else 3
+            cells[i] = NUM + r" \(min " + NUM + r"\)"
+            fields.insert(i + 1, Field((*r, f"{key}_min"), "f3"))
+        out.append(Quote(doc, _row(label, cells), _src("lm_benchmark"), (*fields, Field((*r, "queries"), "int"))))
+    return out
+
+
+def _lm_quotes() -> list[Quote]:
+    wall = Field(("wall_s",), "sec")
+    eg = ("results", "egpo")
+    nm = ("results", "nash_md")
+    return [
+        *_lm_table("README.md"),
+        *_lm_table("docs/llm.md"),
+        Quote("README.md", r"\+experiment=lm_benchmark`, (\d+) s wall on 2 CPU cores", _src("lm_benchmark"), (wall,)),
+        Quote("docs/llm.md", r"The whole 11-algorithm sweep took (\d+) s wall", _src("lm_benchmark"), (wall,)),
+        Quote("conf/llm/experiment/lm_benchmark.yaml", r"# (\d+) s wall for all 11 on two CPU cores",
+              _src("lm_benchmark"), (wall,)),  # fmt: skip
+        Quote("docs/llm.md", r'history\[-1\]\["exploitability"\]\)   # ([\d.]+) -> ([\d.]+)', _src("lm_benchmark"),
+              (Field((*eg, "exploitability_before"), "f3"), Field((*eg, "exploitability_after"), "f3")),
+              note="the quickstart runs the lm_benchmark preset's EGPO job"),  # fmt: skip
+        Quote("README.md", r"Nash-MD: exploitability ([\d.]+) → ([\d.]+), KL ([\d.]+) → ([\d.]+)", _src("lm_demo"),
+              (Field((*nm, "exploitability_before"), "f3"), Field((*nm, "exploitability_after"), "f3"),
+               Field((*nm, "kl_target_before"), "f3"), Field((*nm, "kl_target_after"), "f3"))),  # fmt: skip
+        Quote("conf/llm/experiment/lm_benchmark_demo.yaml", r"\((\d+) s wall on a 2-core CPU\)", _src("lm_demo"),
+              (wall,)),  # fmt: skip
+    ]
+
+
+# ----------------------------------------------------------------------------------------------- tabular presets
+DEMO_ROWS = {  # README row label -> the algorithms it lists (all must print the same)
+    "dno = mwu = spo = sppo (τ = 0)": ("dno", "mwu", "spo", "sppo"),
+    "egpo, inpo = omd, omwu (τ = 0.1)": ("egpo", "inpo", "omd", "omwu"),
+    "nash_ema": ("nash_ema",),
+    "nash_md (constant η: `stalled` at its biased point)": ("nash_md",),
+    "online_ipo": ("online_ipo",),
+}
+
+
+def _demo_quotes() -> list[Quote]:
+    out = []
+    for label, algs in DEMO_ROWS.items():
+        fields = []
+        for game in ("rps", "population", "random50"):
+            for col in ("last", "avg"):
+                paths = [("results", game, a, col) for a in algs]
+                fields.append(Field(paths[0], "g3", tuple(paths[1:])))
+        cells = [r"[^|]+?", *[f"{NUM} / {NUM}"] * 3]
+        out.append(Quote("README.md", _row(label, cells), _src("tabular_demo"), tuple(fields)))
+    wall = Field(("wall_s",), "sec")
+    out += [
+        Quote("README.md", r"2000 exact steps, (\d+) runs in (\d+) s wall\)", _src("tabular_demo"),
+              (Field(("runs",), "int"), wall)),  # fmt: skip
+        Quote("tabular/README.md", r"`make demo` \(a multirun by itself, (\d+) s wall\)", _src("tabular_demo"), (wall,)),
+        Quote("tabular/README.md", r"It took (\d+) s wall on 2 cores", _src("tabular_demo"), (wall,)),
+    ]
+    return out
+
+
+EGPO_BASELINES = ("oipo1", "oipo2", "nash_md", "nash_md_pg", "egpo")
+EGPO_ROWS = {"0.1": ("0.1", "0.1, 1000, 0.1"), "0.01": ("0.01", "0.01, 5000, 0.02"), "0.001": ("0.001", "0.001, 1e5, 2e-4")}
+
+
+def _egpo_quotes() -> list[Quote]:
+    out = []
+    for beta, (readme_label, tab_label) in EGPO_ROWS.items():
+        fields = tuple(Field(("results", beta, b, col), "short") for b in EGPO_BASELINES for col in ("ctx_median", "ctx_max"))
+        out.append(Quote("README.md", _row(readme_label, [f"{NUM}/{NUM} \\[[^\\]]*\\]"] * 5), _src("egpo_tabular"), fields))
+        out.append(Quote("tabular/README.md", _row(tab_label, [f"{NUM} / {NUM}"] * 5), _src("egpo_tabular"), fields))
+    minutes = Field(("wall_s",), "min")
+    out += [
+        Quote("README.md", r"EGPO's exact tabular comparison \(~(\d+) min wall\)", _src("egpo_tabular"), (minutes,)),
+        Quote("tabular/README.md", r"the whole preset took (\d+) min wall", _src("egpo_tabular"), (minutes,)),
+        Quote("conf/tabular/experiment/egpo_tabular.yaml", r"\((\d+) min wall on 2 cores\)", _src("egpo_tabular"),
+              (minutes,)),  # fmt: skip
+    ]
+    return out
+
+
+QUOTES: list[Quote] = [*_lm_quotes(), *_demo_quotes(), *_egpo_quotes()]
+
+
+# ----------------------------------------------------------------------------------------------- check / write
+def lookup(data: Any, path: Sequence[str]) -> Any:
+    """``data[path[0]][path[1]]...`` with a message naming the missing key."""
+    cur = data
+    for i, key in enumerate(path):
+        if not isinstance(cur, dict) or key not in cur:
+            have = sorted(cur)[:12] if isinstance(cur, dict) else type(cur).__name__
+            raise KeyError(f"{'.'.join(path[: i + 1])} not in the results file (have {have})")
+        cur = cur[key]
+    return cur
+
+
+@dataclass
+class Finding:
+    """A quote whose text differs from its source (or that cannot be checked: ``problem``)."""
+
+    quote: Quote
+    quoted: list[str]
+    expected: list[str]
+    problem: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.quote.doc}: /{self.quote.pattern[:70]}/"
+        if self.problem:
+            return f"{where}\n    {self.problem}"
+        diff = [f"{q!r} should be {e!r}" for q, e in zip(self.quoted, self.expected) if q != e]
+        return f"{where} (from {self.quote.source})\n    " + "; ".join(diff)
+
+
+def expected_values(quote: Quote, results: Path = RESULTS) -> list[str]:
+    """The texts the quote's fields should read, from its results file (all ``also`` paths must agree)."""
+    path = results / quote.source
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run benchmarks/bench_apps.py --write (make docs-numbers)")
+    data = json.loads(path.read_text())
+    out = []
+    for f in quote.fields:
+        texts = {FORMATS[f.fmt](float(lookup(data, p))) for p in (f.path, *f.also)}
+        if len(texts) > 1:
+            raise ValueError(f"{'.'.join(f.path)} and {[ '.'.join(p) for p in f.also]} print differently: {sorted(texts)}; "
+                             "the row claims they are equal (split the row)")  # fmt: skip
+        out.append(texts.pop())
+    return out
+
+
+def _match(quote: Quote, text: str) -> re.Match[str]:
+    matches = list(re.finditer(quote.pattern, text, flags=re.MULTILINE))
+    if len(matches) != 1:
+        raise LookupError(f"the pattern matches {len(matches)} times (must be exactly once)")
+    if len(matches[0].groups()) != len(quote.fields):
+        raise LookupError(f"{len(matches[0].groups())} groups for {len(quote.fields)} fields")
+    return matches[0]
+
+
+def check(quotes: Sequence[Quote] = QUOTES, root: Path = REPO, results: Path = RESULTS) -> list[Finding]:
+    """Every quote whose text differs from its source, or that cannot be found or sourced."""
+    findings = []
+    for q in quotes:
+        try:
+            m = _match(q, (root / q.doc).read_text(encoding="utf-8"))
+            expected = expected_values(q, results)
+        except (LookupError, KeyError, ValueError, FileNotFoundError) as err:
+            findings.append(Finding(q, [], [], problem=str(err)))
+            continue
+        quoted = list(m.groups())
+        if quoted != expected:
+            findings.append(Finding(q, quoted, expected))
+    return findings
+
+
+def write(quotes: Sequence[Quote] = QUOTES, root: Path = REPO, results: Path = RESULTS) -> list[str]:
+    """Rewrite every quote from its source; returns the documents changed.  Unfindable quotes raise."""
+    texts: dict[str, str] = {}
+    for q in quotes:
+        text = texts.get(q.doc) or (root / q.doc).read_text(encoding="utf-8")
+        m = _match(q, text)
+        expected = expected_values(q, results)
+        for i in reversed(range(len(expected))):
+            a, b = m.span(i + 1)
+            text = text[:a] + expected[i] + text[b:]
+        texts[q.doc] = text
+    changed = []
+    for doc, text in texts.items():
+        if (root / doc).read_text(encoding="utf-8") != text:
+            (root / doc).write_text(text, encoding="utf-8")
+            changed.append(doc)
+    return changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true", help="exit 1 if a quote differs from its source")
+    mode.add_argument("--write", action="store_true", help="rewrite the quotes from the results files")
+    args = ap.parse_args(argv)
+    if args.write:
+        changed = write()
+        print(f"{len(QUOTES)} quotes; rewrote {', '.join(changed) if changed else 'nothing (all current)'}")
+        return 0
+    findings = check()
+    for f in findings:
+        print(f)
+    n_fields = sum(len(q.fields) for q in QUOTES)
+    print(f"{len(QUOTES)} quotes ({n_fields} numbers): {len(findings)} differ from their source" if findings
+          else f"{len(QUOTES)} quotes ({n_fields} numbers) match their results files")  # fmt: skip
+    return 1 if findings else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
