@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -42,8 +43,11 @@ PARTS: dict[str, tuple[str, str, bool]] = {
 }
 
 
-def run_preset(part: str, out: Path, timeout: float) -> float:
-    """Run the preset of ``part`` into ``out`` (emptied first); its wall time in seconds."""
+def run_preset(part: str, out: Path, timeout: float) -> tuple[float, float]:
+    """Run the preset of ``part`` into ``out`` (emptied first): its wall time and CPU time (user + sys), seconds.
+
+    On a shared machine the wall time grows with the load (recorded in the results file); the CPU time less so.
+    """
     script, preset, multirun = PARTS[part]
     if out.exists():
         shutil.rmtree(out)
@@ -52,14 +56,17 @@ def run_preset(part: str, out: Path, timeout: float) -> float:
            "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join([str(common.REPO), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(common.REPO / script), f"+experiment={preset}", f"{key}={out}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=common.REPO, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     (out / "stdout.txt").parent.mkdir(parents=True, exist_ok=True)
     (out / "stdout.txt").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{part}: {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return wall
+    return wall, cpu
 
 
 def _num(v: str) -> Any:
@@ -108,7 +115,8 @@ def collect(part: str, out: Path) -> dict[str, Any]:
 
 
 def markdown(part: str, rec: dict[str, Any]) -> str:
-    head = f"# `{rec['command']}`: {rec['runs']} run(s) in {rec['wall_s']:.0f} s wall\n\n"
+    head = (f"# `{rec['command']}`: {rec['runs']} run(s) in {rec['wall_s']:.0f} s wall, {rec['cpu_s']:.0f} s CPU "
+            f"(load average {rec['load_average_start']})\n\n")  # fmt: skip
     res = rec["results"]
     if part in ("tabular_demo", "egpo_tabular"):
         flat = [(group, name, r) for group, d in res.items() for name, r in d.items()]
@@ -133,7 +141,7 @@ def main() -> None:
         print(f"[{part}] running {PARTS[part][0]} +experiment={PARTS[part][1]} ...", file=sys.stderr, flush=True)
         rec = common.header(f"app_{part}", ["hydra-core", "transformers", "cvxpy"])
         rec["command"] = f"python {PARTS[part][0]} +experiment={PARTS[part][1]}"
-        rec["wall_s"] = run_preset(part, out, args.timeout)
+        rec["wall_s"], rec["cpu_s"] = run_preset(part, out, args.timeout)
         rec.update(collect(part, out))
         md = markdown(part, rec)
         if not args.no_write:

@@ -43,6 +43,20 @@ def _g3(x: float) -> str:
     return f"{x:.3g}" if abs(x) >= 1e-3 else _sci(x)
 
 
+def _dur(x: float) -> str:
+    """A duration with three significant digits: ``574 µs``, ``1.75 ms``, ``6.12 s``, ``3,330 s``."""
+    if x < 1e-3:
+        return f"{x * 1e6:.3g} µs"
+    if x < 1:
+        return f"{x * 1e3:.3g} ms"
+    return f"{float(f'{x:.3g}'):,.0f} s" if x >= 1000 else f"{x:.3g} s"
+
+
+def _ratio(x: float) -> str:
+    """A speed-up: ``3.0`` below 10, else three significant digits with thousands separators (``1,660``)."""
+    return f"{x:.1f}" if x < 10 else f"{float(f'{x:.3g}'):,.0f}"
+
+
 def _short(x: float) -> str:
     """Two decimals from 0.1 up (``0.34``), ``2.9e-2`` below, ``~0`` under 1e-15."""
     if abs(x) < 1e-15:
@@ -56,19 +70,26 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "f4": lambda x: f"{x:.4f}",
     "int": lambda x: str(int(round(x))),
     "sec": lambda x: f"{x:.0f}",
+    "f1": lambda x: f"{x:.1f}",
     "min": lambda x: f"{max(1, round(x / 60))}",
     "g3": _g3,
+    "dur": _dur,
+    "ratio": _ratio,
     "short": _short,
 }
 
 
 @dataclass(frozen=True)
 class Field:
-    """One quoted number: ``path`` in the results file, printed with ``fmt``; ``also``: paths that must agree."""
+    """One quoted number: ``path`` in the results file, printed with ``fmt``; ``also``: paths that must agree.
+
+    With ``div`` the number is ``value(path) / value(div)`` (a speed-up).
+    """
 
     path: tuple[str, ...]
     fmt: str
     also: tuple[tuple[str, ...], ...] = ()
+    div: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,13 +144,16 @@ def _lm_table(doc: str) -> list[Quote]:
 
 def _lm_quotes() -> list[Quote]:
     wall = Field(("wall_s",), "sec")
+    load = Field(("load_average_start", "0"), "f1")
     eg = ("results", "egpo")
     nm = ("results", "nash_md")
     return [
         *_lm_table("README.md"),
         *_lm_table("docs/llm.md"),
-        Quote("README.md", r"\+experiment=lm_benchmark`, (\d+) s wall on 2 CPU cores", _src("lm_benchmark"), (wall,)),
-        Quote("docs/llm.md", r"The whole 11-algorithm sweep took (\d+) s wall", _src("lm_benchmark"), (wall,)),
+        Quote("README.md", r"\+experiment=lm_benchmark`, (\d+) s wall on 2 CPU cores at load average ([\d.]+)", _src("lm_benchmark"),
+              (wall, load)),  # fmt: skip
+        Quote("docs/llm.md", r"The whole 11-algorithm sweep took (\d+) s wall at load average ([\d.]+)", _src("lm_benchmark"),
+              (wall, load)),  # fmt: skip
         Quote("conf/llm/experiment/lm_benchmark.yaml", r"# (\d+) s wall for all 11 on two CPU cores",
               _src("lm_benchmark"), (wall,)),  # fmt: skip
         Quote("docs/llm.md", r'history\[-1\]\["exploitability"\]\)   # ([\d.]+) -> ([\d.]+)', _src("lm_benchmark"),
@@ -164,11 +188,13 @@ def _demo_quotes() -> list[Quote]:
         cells = [r"[^|]+?", *[f"{NUM} / {NUM}"] * 3]
         out.append(Quote("README.md", _row(label, cells), _src("tabular_demo"), tuple(fields)))
     wall = Field(("wall_s",), "sec")
+    load = Field(("load_average_start", "0"), "f1")
     out += [
-        Quote("README.md", r"2000 exact steps, (\d+) runs in (\d+) s wall\)", _src("tabular_demo"),
-              (Field(("runs",), "int"), wall)),  # fmt: skip
+        Quote("README.md", r"2000 exact steps, (\d+) runs in (\d+) s wall at load average ([\d.]+)\)",
+              _src("tabular_demo"), (Field(("runs",), "int"), wall, load)),  # fmt: skip
         Quote("tabular/README.md", r"`make demo` \(a multirun by itself, (\d+) s wall\)", _src("tabular_demo"), (wall,)),
-        Quote("tabular/README.md", r"It took (\d+) s wall on 2 cores", _src("tabular_demo"), (wall,)),
+        Quote("tabular/README.md", r"It took (\d+) s wall on 2 cores at load average ([\d.]+)", _src("tabular_demo"),
+              (wall, load)),  # fmt: skip
     ]
     return out
 
@@ -186,14 +212,42 @@ def _egpo_quotes() -> list[Quote]:
     minutes = Field(("wall_s",), "min")
     out += [
         Quote("README.md", r"EGPO's exact tabular comparison \(~(\d+) min wall\)", _src("egpo_tabular"), (minutes,)),
-        Quote("tabular/README.md", r"the whole preset took (\d+) min wall", _src("egpo_tabular"), (minutes,)),
+        Quote("tabular/README.md", r"the whole preset took (\d+) min wall at load average ([\d.]+)",
+              _src("egpo_tabular"), (minutes, Field(("load_average_start", "0"), "f1"))),  # fmt: skip
         Quote("conf/tabular/experiment/egpo_tabular.yaml", r"\((\d+) min wall on 2 cores\)", _src("egpo_tabular"),
               (minutes,)),  # fmt: skip
     ]
     return out
 
 
-QUOTES: list[Quote] = [*_lm_quotes(), *_demo_quotes(), *_egpo_quotes()]
+# ----------------------------------------------------------------------------------------------- bench_tabular
+#: README "Exact solvers against cvxpy" rows: label -> (index in ``regularized``, nashalign configuration)
+SPEED_ROWS = {
+    "1 × 10": (0, "egpo numpy f64"), "100 × 10": (1, "egpo numpy f64"), "1 × 100": (3, "egpo numpy f64"),
+    "100 × 100": (4, "egpo numpy f64"), "1000 × 100, P in float32": (5, "egpo numpy f64, P f32"),
+    "1 × 1000": (6, "egpo numpy f64"), "100 × 1000": (7, "egpo numpy f64"),
+}  # fmt: skip
+
+
+def _speed_quotes() -> list[Quote]:
+    src = f"tabular-{MACHINE}.json"
+    out = []
+    for label, (i, cfg) in SPEED_ROWS.items():
+        ours = ("regularized", str(i), "nashalign", cfg, "seconds")
+        cvx = ("regularized", str(i), "cvxpy", "extrapolated_s")
+        out.append(Quote("README.md", _row(label, [r"(\S+ \S+)", r"(\S+ \S+)", r"(\S+)×"]), src,
+                         (Field(ours, "dur"), Field(cvx, "dur"), Field(cvx, "ratio", div=ours))))  # fmt: skip
+    ours = ("regularized", "5", "nashalign", "egpo numpy f64")
+    cvx = ("regularized", "5", "cvxpy", "extrapolated_s")
+    out.append(Quote("README.md", _row("**1000 × 100**", [r"\*\*(\S+ \S+)\*\* \(blocks of (\d+) contexts\)",
+                                                        r"(\S+ \S+)", r"\*\*(\S+)×\*\*"]), src,
+                     (Field((*ours, "seconds"), "dur"), Field((*ours, "context_block"), "int"), Field(cvx, "dur"),
+                      Field(cvx, "ratio", div=(*ours, "seconds"))),
+                     ))  # fmt: skip
+    return out
+
+
+QUOTES: list[Quote] = [*_lm_quotes(), *_demo_quotes(), *_egpo_quotes(), *_speed_quotes()]
 
 
 # ----------------------------------------------------------------------------------------------- check / write
@@ -201,6 +255,9 @@ def lookup(data: Any, path: Sequence[str]) -> Any:
     """``data[path[0]][path[1]]...`` with a message naming the missing key."""
     cur = data
     for i, key in enumerate(path):
+        if isinstance(cur, list) and key.isdigit() and int(key) < len(cur):
+            cur = cur[int(key)]
+            continue
         if not isinstance(cur, dict) or key not in cur:
             have = sorted(cur)[:12] if isinstance(cur, dict) else type(cur).__name__
             raise KeyError(f"{'.'.join(path[: i + 1])} not in the results file (have {have})")
@@ -233,7 +290,8 @@ def expected_values(quote: Quote, results: Path = RESULTS) -> list[str]:
     data = json.loads(path.read_text())
     out = []
     for f in quote.fields:
-        texts = {FORMATS[f.fmt](float(lookup(data, p))) for p in (f.path, *f.also)}
+        den = float(lookup(data, f.div)) if f.div is not None else 1.0
+        texts = {FORMATS[f.fmt](float(lookup(data, p)) / den) for p in (f.path, *f.also)}
         if len(texts) > 1:
             raise ValueError(f"{'.'.join(f.path)} and {[ '.'.join(p) for p in f.also]} print differently: {sorted(texts)}; "
                              "the row claims they are equal (split the row)")  # fmt: skip
