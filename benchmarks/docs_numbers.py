@@ -145,25 +145,26 @@ def _lm_table(doc: str) -> list[Quote]:
 def _lm_quotes() -> list[Quote]:
     wall = Field(("wall_s",), "sec")
     load = Field(("load_average_start", "0"), "f1")
+    cpu = Field(("cpu_s",), "sec")
     eg = ("results", "egpo")
     nm = ("results", "nash_md")
     return [
         *_lm_table("README.md"),
         *_lm_table("docs/llm.md"),
-        Quote("README.md", r"\+experiment=lm_benchmark`, (\d+) s wall on 2 CPU cores at load average ([\d.]+)", _src("lm_benchmark"),
-              (wall, load)),  # fmt: skip
-        Quote("docs/llm.md", r"The whole 11-algorithm sweep took (\d+) s wall at load average ([\d.]+)", _src("lm_benchmark"),
-              (wall, load)),  # fmt: skip
-        Quote("conf/llm/experiment/lm_benchmark.yaml", r"# (\d+) s wall for all 11 on two CPU cores",
-              _src("lm_benchmark"), (wall,)),  # fmt: skip
+        Quote("README.md", r"\+experiment=lm_benchmark`, (\d+) s wall \((\d+) s CPU\) on 2 CPU cores at load average ([\d.]+)",
+              _src("lm_benchmark"), (wall, cpu, load)),  # fmt: skip
+        Quote("docs/llm.md", r"The whole 11-algorithm sweep took (\d+) s wall \((\d+) s CPU\) at load average ([\d.]+)",
+              _src("lm_benchmark"), (wall, cpu, load)),  # fmt: skip
+        Quote("conf/llm/experiment/lm_benchmark.yaml", r"# (\d+) s CPU for all 11 on two CPU cores",
+              _src("lm_benchmark"), (cpu,)),  # fmt: skip
         Quote("docs/llm.md", r'history\[-1\]\["exploitability"\]\)   # ([\d.]+) -> ([\d.]+)', _src("lm_benchmark"),
               (Field((*eg, "exploitability_before"), "f3"), Field((*eg, "exploitability_after"), "f3")),
               note="the quickstart runs the lm_benchmark preset's EGPO job"),  # fmt: skip
         Quote("README.md", r"Nash-MD: exploitability ([\d.]+) → ([\d.]+), KL ([\d.]+) → ([\d.]+)", _src("lm_demo"),
               (Field((*nm, "exploitability_before"), "f3"), Field((*nm, "exploitability_after"), "f3"),
                Field((*nm, "kl_target_before"), "f3"), Field((*nm, "kl_target_after"), "f3"))),  # fmt: skip
-        Quote("conf/llm/experiment/lm_benchmark_demo.yaml", r"\((\d+) s wall on a 2-core CPU\)", _src("lm_demo"),
-              (wall,)),  # fmt: skip
+        Quote("conf/llm/experiment/lm_benchmark_demo.yaml", r"\((\d+) s CPU on a 2-core machine\)", _src("lm_demo"),
+              (cpu,)),  # fmt: skip
     ]
 
 
@@ -189,12 +190,13 @@ def _demo_quotes() -> list[Quote]:
         out.append(Quote("README.md", _row(label, cells), _src("tabular_demo"), tuple(fields)))
     wall = Field(("wall_s",), "sec")
     load = Field(("load_average_start", "0"), "f1")
+    cpu = Field(("cpu_s",), "sec")
     out += [
-        Quote("README.md", r"2000 exact steps, (\d+) runs in (\d+) s wall at load average ([\d.]+)\)",
-              _src("tabular_demo"), (Field(("runs",), "int"), wall, load)),  # fmt: skip
-        Quote("tabular/README.md", r"`make demo` \(a multirun by itself, (\d+) s wall\)", _src("tabular_demo"), (wall,)),
-        Quote("tabular/README.md", r"It took (\d+) s wall on 2 cores at load average ([\d.]+)", _src("tabular_demo"),
-              (wall, load)),  # fmt: skip
+        Quote("README.md", r"2000 exact steps, (\d+) runs in (\d+) s wall \((\d+) s CPU\) at load average ([\d.]+)\)",
+              _src("tabular_demo"), (Field(("runs",), "int"), wall, cpu, load)),  # fmt: skip
+        Quote("tabular/README.md", r"`make demo` \(a multirun by itself, (\d+) s CPU\)", _src("tabular_demo"), (cpu,)),
+        Quote("tabular/README.md", r"It took (\d+) s wall \((\d+) s CPU\) on 2 cores at load average ([\d.]+)", _src("tabular_demo"),
+              (wall, cpu, load)),  # fmt: skip
     ]
     return out
 
@@ -210,12 +212,13 @@ def _egpo_quotes() -> list[Quote]:
         out.append(Quote("README.md", _row(readme_label, [f"{NUM}/{NUM} \\[[^\\]]*\\]"] * 5), _src("egpo_tabular"), fields))
         out.append(Quote("tabular/README.md", _row(tab_label, [f"{NUM} / {NUM}"] * 5), _src("egpo_tabular"), fields))
     minutes = Field(("wall_s",), "min")
+    cpu_min = Field(("cpu_s",), "min")
     out += [
-        Quote("README.md", r"EGPO's exact tabular comparison \(~(\d+) min wall\)", _src("egpo_tabular"), (minutes,)),
-        Quote("tabular/README.md", r"the whole preset took (\d+) min wall at load average ([\d.]+)",
-              _src("egpo_tabular"), (minutes, Field(("load_average_start", "0"), "f1"))),  # fmt: skip
-        Quote("conf/tabular/experiment/egpo_tabular.yaml", r"\((\d+) min wall on 2 cores\)", _src("egpo_tabular"),
-              (minutes,)),  # fmt: skip
+        Quote("README.md", r"EGPO's exact tabular comparison \(~(\d+) min CPU\)", _src("egpo_tabular"), (cpu_min,)),
+        Quote("tabular/README.md", r"the whole preset took (\d+) min wall \((\d+) min CPU\) at load average ([\d.]+)",
+              _src("egpo_tabular"), (minutes, cpu_min, Field(("load_average_start", "0"), "f1"))),  # fmt: skip
+        Quote("conf/tabular/experiment/egpo_tabular.yaml", r"\((\d+) min CPU on 2 cores\)", _src("egpo_tabular"),
+              (cpu_min,)),  # fmt: skip
     ]
     return out
 

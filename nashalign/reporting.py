@@ -391,6 +391,8 @@ def plot_metric_histories(
 ) -> Path | None:
     """One log-scale panel per metric in ``keys`` (readable names), one curve per run; the LLM ``curves.png``.
 
+    Runs whose curves are identical on every panel share one line and one legend entry (``omd = inpo``).
+
     Args:
         runs: ``{label: rows}``, each row a logged dict (``metrics.jsonl``) with ``x`` and some of ``keys``.
         path: output PNG.
@@ -404,13 +406,16 @@ def plot_metric_histories(
     keys = [k for k in keys if any(k in r for rows in runs.values() for r in rows)]
     if not keys:
         return None
+    merged: dict[tuple, list[str]] = {}  # runs with identical curves share one line, "omd = inpo"
+    for label, rows in runs.items():
+        key = tuple(tuple((r[x], r[k]) for r in rows if r.get(k) is not None and x in r) for k in keys)
+        merged.setdefault(key, []).append(label)
     curves = []
-    for color, (label, rows) in zip(_colors(len(runs)), runs.items()):
-        for k in keys:
-            pts = [(r[x], r[k]) for r in rows if r.get(k) is not None and x in r]
+    for color, (series, labels) in zip(_colors(len(merged)), merged.items()):
+        for k, pts in zip(keys, series):
             if pts:
                 xs, ys = zip(*pts)
-                curves.append(Curve(label, xs, ys, color=color, linewidth=2.0, panel=metric_name(k)))
+                curves.append(Curve(" = ".join(labels), xs, ys, color=color, linewidth=2.0, panel=metric_name(k)))
     if title is None:
         title = " and ".join(metric_name(k).split("  ")[0] for k in keys) + f" during training ({len(runs)} runs)"
     return plot_curves(curves, path, xlabel=metric_name(x), ylabel="", logy=True, title=title)

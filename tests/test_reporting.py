@@ -257,6 +257,10 @@ def test_llm_curves_have_a_title_readable_names_and_strong_colours(tmp_path, mon
     colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()}
     assert colours <= set(reporting.COLORS) and len(colours) == 3
     assert reporting.plot_metric_histories(runs, tmp_path / "none.png", keys=("nope",)) is None
+    runs["inpo"] = runs["omd"]  # identical curves: one line "omd = inpo"
+    reporting.plot_metric_histories(runs, tmp_path / "curves.png")
+    labels = {line.get_label() for line in seen["fig"].axes[0].get_lines()}
+    assert "omd = inpo" in labels and "inpo" not in labels
     assert reporting.metric_name("exploitability/rps") == reporting.METRIC_NAMES["exploitability"] + " (rps)"
 
 
