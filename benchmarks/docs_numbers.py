@@ -171,7 +171,9 @@ def _lm_quotes() -> list[Quote]:
 # ----------------------------------------------------------------------------------------------- tabular presets
 DEMO_ROWS = {  # README row label -> the algorithms it lists (all must print the same)
     "dno = mwu = spo = sppo (τ = 0)": ("dno", "mwu", "spo", "sppo"),
-    "egpo, inpo = omd, omwu (τ = 0.1)": ("egpo", "inpo", "omd", "omwu"),
+    "egpo (τ = 0.1)": ("egpo",),
+    "inpo = omd (τ = 0.1)": ("inpo", "omd"),
+    "omwu (τ = 0.1)": ("omwu",),
     "nash_ema": ("nash_ema",),
     "nash_md (constant η: `stalled` at its biased point)": ("nash_md",),
     "online_ipo": ("online_ipo",),
@@ -211,14 +213,13 @@ def _egpo_quotes() -> list[Quote]:
         fields = tuple(Field(("results", beta, b, col), "short") for b in EGPO_BASELINES for col in ("ctx_median", "ctx_max"))
         out.append(Quote("README.md", _row(readme_label, [f"{NUM}/{NUM} \\[[^\\]]*\\]"] * 5), _src("egpo_tabular"), fields))
         out.append(Quote("tabular/README.md", _row(tab_label, [f"{NUM} / {NUM}"] * 5), _src("egpo_tabular"), fields))
-    minutes = Field(("wall_s",), "min")
-    cpu_min = Field(("cpu_s",), "min")
+    wall, cpu = Field(("wall_s",), "sec"), Field(("cpu_s",), "sec")
     out += [
-        Quote("README.md", r"EGPO's exact tabular comparison \(~(\d+) min CPU\)", _src("egpo_tabular"), (cpu_min,)),
-        Quote("tabular/README.md", r"the whole preset took (\d+) min wall \((\d+) min CPU\) at load average ([\d.]+)",
-              _src("egpo_tabular"), (minutes, cpu_min, Field(("load_average_start", "0"), "f1"))),  # fmt: skip
-        Quote("conf/tabular/experiment/egpo_tabular.yaml", r"\((\d+) min CPU on 2 cores\)", _src("egpo_tabular"),
-              (cpu_min,)),  # fmt: skip
+        Quote("README.md", r"EGPO's exact tabular comparison \((\d+) s CPU\)", _src("egpo_tabular"), (cpu,)),
+        Quote("tabular/README.md", r"the whole preset took (\d+) s wall \((\d+) s CPU\) at load average ([\d.]+)",
+              _src("egpo_tabular"), (wall, cpu, Field(("load_average_start", "0"), "f1"))),  # fmt: skip
+        Quote("conf/tabular/experiment/egpo_tabular.yaml", r"\((\d+) s CPU on 2 cores\)", _src("egpo_tabular"),
+              (cpu,)),  # fmt: skip
     ]
     return out
 
