@@ -160,6 +160,12 @@ def _lm_quotes() -> list[Quote]:
         Quote("docs/llm.md", r'history\[-1\]\["exploitability"\]\)   # ([\d.]+) -> ([\d.]+)', _src("lm_benchmark"),
               (Field((*eg, "exploitability_before"), "f3"), Field((*eg, "exploitability_after"), "f3")),
               note="the quickstart runs the lm_benchmark preset's EGPO job"),  # fmt: skip
+        Quote("docs/llm.md", r"Its KL falls to ([\d.]+) by iteration", _src("lm_benchmark"),
+              (Field(("results", "online_ipo", "kl_target_min"), "f3"),)),  # fmt: skip
+        Quote("docs/llm.md", r"`algorithm.form=regression` ends at ([\d.]+) / ([\d.]+), the same run as SPPO",
+              _src("lm_benchmark"), (Field(("results", "sppo", "exploitability_after"), "f3"),
+                                     Field(("results", "sppo", "kl_target_after"), "f3")),
+              note="the doc states that SPO's regression form is the same run as SPPO"),  # fmt: skip
         Quote("README.md", r"Nash-MD: exploitability ([\d.]+) → ([\d.]+), KL ([\d.]+) → ([\d.]+)", _src("lm_demo"),
               (Field((*nm, "exploitability_before"), "f3"), Field((*nm, "exploitability_after"), "f3"),
                Field((*nm, "kl_target_before"), "f3"), Field((*nm, "kl_target_after"), "f3"))),  # fmt: skip
