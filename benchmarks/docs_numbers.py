@@ -71,6 +71,8 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "int": lambda x: str(int(round(x))),
     "sec": lambda x: f"{x:.0f}",
     "f1": lambda x: f"{x:.1f}",
+    "M0": lambda x: f"{x / 1e6:.0f}",
+    "M1": lambda x: f"{x / 1e6:.1f}",
     "min": lambda x: f"{max(1, round(x / 60))}",
     "g3": _g3,
     "dur": _dur,
@@ -83,13 +85,18 @@ FORMATS: dict[str, Callable[[Any], str]] = {
 class Field:
     """One quoted number: ``path`` in the results file, printed with ``fmt``; ``also``: paths that must agree.
 
-    With ``div`` the number is ``value(path) / value(div)`` (a speed-up).
+    With ``div`` the number is ``value(path) / value(div)`` (a speed-up).  With ``where``, ``path`` names a
+    list of records: the ones whose fields take the given values (``(("form", ("pg",)),)``) give their ``key``,
+    printed as ``min-max`` (one value when they agree after formatting; exactly one record without ``span``).
     """
 
     path: tuple[str, ...]
     fmt: str
     also: tuple[tuple[str, ...], ...] = ()
     div: tuple[str, ...] | None = None
+    where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    key: str = ""
+    span: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,7 +264,28 @@ def _speed_quotes() -> list[Quote]:
     return out
 
 
-QUOTES: list[Quote] = [*_lm_quotes(), *_demo_quotes(), *_egpo_quotes(), *_speed_quotes()]
+def _losses_quotes() -> list[Quote]:
+    """README "Loss + backward": pairs per second of the loss forms, CPU float32 (bench_losses.py)."""
+    base = (("device", ("cpu",)), ("dtype", ("f32",)))
+    others = ("dno", "egpo", "inpo", "mwu", "nash_ema", "nash_md", "omd", "omwu", "online_ipo", "spo", "sppo")
+
+    def sel(forms: tuple[str, ...], algs: tuple[str, ...], fmt: str = "M0", span: bool = True) -> Field:
+        return Field(("results",), fmt, where=(*base, ("form", forms), ("algorithm", algs)), key="pairs_per_second",
+                     span=span)  # fmt: skip
+
+    regression = tuple(a for a in others if a not in ("dno", "inpo"))
+    pg = tuple(a for a in others if a != "egpo")
+    pattern = (r"CPU float32\): ([\d-]+) M pairs/s for the pairwise-regression forms \(DNO's (\d+) M and INPO's (\d+) M "
+               r"aside\), ([\d-]+) M for the policy-gradient forms since the\nleave-one-out baseline \(EGPO's two-phase "
+               r"pg ([\d.]+) M\), ([\d-]+) M for the logistic and contrastive forms")
+    return [Quote("README.md", pattern, f"losses-{MACHINE}.json", (
+        sel(("regression",), regression), sel(("regression",), ("dno",), span=False),
+        sel(("regression",), ("inpo",), span=False), sel(("pg",), pg), sel(("pg",), ("egpo",), "M1", span=False),
+        sel(("logistic", "contrastive"), others),
+    ))]  # fmt: skip
+
+
+QUOTES: list[Quote] = [*_lm_quotes(), *_demo_quotes(), *_egpo_quotes(), *_speed_quotes(), *_losses_quotes()]
 
 
 # ----------------------------------------------------------------------------------------------- check / write
@@ -300,6 +328,9 @@ def expected_values(quote: Quote, results: Path = RESULTS) -> list[str]:
     data = json.loads(path.read_text())
     out = []
     for f in quote.fields:
+        if f.where:
+            out.append(_selected(data, f))
+            continue
         den = float(lookup(data, f.div)) if f.div is not None else 1.0
         texts = {FORMATS[f.fmt](float(lookup(data, p)) / den) for p in (f.path, *f.also)}
         if len(texts) > 1:
@@ -307,6 +338,16 @@ def expected_values(quote: Quote, results: Path = RESULTS) -> list[str]:
                              "the row claims they are equal (split the row)")  # fmt: skip
         out.append(texts.pop())
     return out
+
+
+def _selected(data: Any, f: Field) -> str:
+    """The ``where`` records' ``key`` values, formatted as one value or a ``min-max`` range."""
+    rows = [r for r in lookup(data, f.path) if all(r.get(k) in v for k, v in f.where)]
+    vals = [float(r[f.key]) for r in rows if f.key in r]
+    if not vals or (len(vals) > 1 and not f.span):
+        raise LookupError(f"{len(vals)} records of {'.'.join(f.path)} match {dict(f.where)} (with {f.key!r})")
+    lo, hi = FORMATS[f.fmt](min(vals)), FORMATS[f.fmt](max(vals))
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def _match(quote: Quote, text: str) -> re.Match[str]:

@@ -94,3 +94,18 @@ def test_formats():
     assert f["g3"](7.5e-5) == "7.5e-5" and f["g3"](0.00902) == "0.00902" and f["g3"](3e-17) == "~0"
     assert f["short"](0.304) == "0.30" and f["short"](0.029) == "2.9e-2" and f["short"](1e-16) == "~0"
     assert f["f3"](0.1163) == "0.116" and f["int"](2880.0) == "2880" and f["min"](230) == "4" and f["min"](10) == "1"
+
+
+def test_a_range_over_selected_records(tmp_path):
+    rows = [{"form": "pg", "alg": a, "v": v} for a, v in (("a", 24.1e6), ("b", 25.4e6), ("c", 13.5e6))]
+    rows.append({"form": "regression", "alg": "a", "v": 50e6})
+    f_range = dn.Field(("rows",), "M0", where=(("form", ("pg",)), ("alg", ("a", "b"))), key="v", span=True)
+    f_one = dn.Field(("rows",), "M1", where=(("form", ("pg",)), ("alg", ("c",))), key="v")
+    q = dn.Quote("doc.md", r"pg: ([\d-]+) M \(c: ([\d.]+) M\)", "r.json", (f_range, f_one))
+    kw = _mini(tmp_path, "pg: 20-30 M (c: 13.5 M)\n", {"rows": rows}, [q])
+    (finding,) = dn.check(**kw)
+    assert finding.expected == ["24-25", "13.5"]
+    bad = dn.Field(("rows",), "M0", where=(("form", ("pg",)),), key="v")  # three records, no span
+    (finding,) = dn.check(quotes=[dn.Quote("doc.md", r"pg: ([\d-]+) M", "r.json", (bad,))], root=tmp_path,
+                          results=tmp_path / "results")  # fmt: skip
+    assert "3 records" in finding.problem
