@@ -72,6 +72,8 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "sec": lambda x: f"{x:.0f}",
     "f1": lambda x: f"{x:.1f}",
     "M0": lambda x: f"{x / 1e6:.0f}",
+    "M2g": lambda x: f"{x / 1e6:.2g}",
+    "f2": lambda x: f"{x:.2f}",
     "M1": lambda x: f"{x / 1e6:.1f}",
     "min": lambda x: f"{max(1, round(x / 60))}",
     "g3": _g3,
@@ -285,7 +287,34 @@ def _losses_quotes() -> list[Quote]:
     ))]  # fmt: skip
 
 
-QUOTES: list[Quote] = [*_lm_quotes(), *_demo_quotes(), *_egpo_quotes(), *_speed_quotes(), *_losses_quotes()]
+def _peers_quotes() -> list[Quote]:
+    """README "LLM trainers against TRL": ratios nashalign / TRL per model (bench_llm_peers.py)."""
+    src = f"llm_peers-{MACHINE}.json"
+
+    def ratio(model: str, pair: str, key: str) -> Field:
+        return Field(("throughput", model, "ratios"), "f2", where=(("pair", (pair,)),), key=key)
+
+    def size(model: str) -> Field:
+        return Field(("throughput", model, "model", "parameters"), "M2g")
+
+    keys = ("samples_per_s", "steps_per_s", "memory")
+    out = []
+    nash = "nash_md (regression) / TRL NashMDTrainer"
+    for label, model in (("Nash-MD / TRL 1.13 `NashMDTrainer` (mixture sampler fixed, see below)", "tiny"),
+                         ("Nash-MD / TRL 1.13 `NashMDTrainer` (mixture sampler fixed)", "small")):  # fmt: skip
+        cells = [r"([\d.]+) M", r"\*\*([\d.]+)\*\*", r"([\d.]+)", r"([\d.]+)"]
+        out.append(Quote("README.md", _row(label, cells), src, (size(model), *(ratio(model, nash, k) for k in keys))))
+    for label, pair in (("online IPO", "online_ipo / TRL OnlineDPOTrainer(ipo)"), ("EGPO", "egpo / TRL OnlineDPOTrainer(ipo)")):
+        row = f'{label} / TRL 1.16 `OnlineDPOTrainer(loss_type="ipo")`'
+        cells = [r"([\d.]+) M / ([\d.]+) M"] + [r"([\d.]+) / ([\d.]+)"] * 3
+        fields = [size("tiny"), size("small")] + [ratio(m, pair, k) for k in keys for m in ("tiny", "small")]
+        out.append(Quote("README.md", _row(row, cells), src, tuple(fields)))
+    return out
+
+
+QUOTES: list[Quote] = [
+    *_lm_quotes(), *_demo_quotes(), *_egpo_quotes(), *_speed_quotes(), *_losses_quotes(), *_peers_quotes(),
+]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------- check / write
