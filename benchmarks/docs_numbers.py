@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -74,6 +75,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "M0": lambda x: f"{x / 1e6:.0f}",
     "M2g": lambda x: f"{x / 1e6:.2g}",
     "f2": lambda x: f"{x:.2f}",
+    "s2": lambda x: f"{x:.{max(0, 1 - math.floor(math.log10(abs(x))))}f}",
     "M1": lambda x: f"{x / 1e6:.1f}",
     "min": lambda x: f"{max(1, round(x / 60))}",
     "g3": _g3,
@@ -99,6 +101,7 @@ class Field:
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     key: str = ""
     span: bool = False
+    ratios: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,35 @@ SPEED_ROWS = {
 }  # fmt: skip
 
 
+def _peer(i: int, name: str, file_key: str = "minimax") -> tuple[str, ...]:
+    return (file_key, str(i), "peers", name, "extrapolated_s")
+
+
+def _minimax_quotes() -> list[Quote]:
+    """README: solve_nash against nashpy's LP and OpenSpiel's, recorded run (8 sizes) and the n <= 100 rerun."""
+    ours = "nashalign solve_nash"
+
+    def over(peer: str, idx: Sequence[int]) -> Field:
+        return Field((), "s2", ratios=tuple((_peer(i, peer), _peer(i, ours)) for i in idx))
+
+    def one(peer: str, i: int, inverse: bool = False) -> Field:
+        a, b = _peer(i, peer), _peer(i, ours)
+        return Field(b, "s2", div=a) if inverse else Field(a, "s2", div=b)
+
+    full = range(8)  # n in 10, 100, 1000 x C in 1, 100, 1000 (8 of 9 fit in memory)
+    recorded = Quote("README.md", r"runs at ([\d.-]+)× nashpy's LP speed in the recorded run \(nashpy faster for n ≥ 100: "
+                                  r"([\d.]+)× on one 100-response\ngame, where the support polish tried up to nine "
+                                  r"candidate supports\) and ([\d.-]+)× OpenSpiel's", f"tabular-{MACHINE}.json",
+                     (over("nashpy LP", full), one("nashpy LP", 3, inverse=True), over("OpenSpiel LP", full)))  # fmt: skip
+    rerun = Quote("README.md", r"gives 1 × 100 in\n(\S+ \S+) = ([\d.]+)× nashpy, ([\d.]+)× OpenSpiel; 100 × 100 ([\d.]+)× / "
+                               r"([\d.]+)×; n = 10: ([\d.]+)× / ([\d.]+)× \(1 game\) and ([\d.]+)× / ([\d.]+)×\s"
+                               r"\(100 games\)", f"tabular-{MACHINE}-minimax-n100.json",
+                  (Field(_peer(2, ours), "dur"), one("nashpy LP", 2), one("OpenSpiel LP", 2), one("nashpy LP", 3),
+                   one("OpenSpiel LP", 3), one("nashpy LP", 0), one("OpenSpiel LP", 0), one("nashpy LP", 1),
+                   one("OpenSpiel LP", 1)))  # fmt: skip
+    return [recorded, rerun]
+
+
 def _speed_quotes() -> list[Quote]:
     src = f"tabular-{MACHINE}.json"
     out = []
@@ -256,6 +288,15 @@ def _speed_quotes() -> list[Quote]:
         cvx = ("regularized", str(i), "cvxpy", "extrapolated_s")
         out.append(Quote("README.md", _row(label, [r"(\S+ \S+)", r"(\S+ \S+)", r"(\S+)×"]), src,
                          (Field(ours, "dur"), Field(cvx, "dur"), Field(cvx, "ratio", div=ours))))  # fmt: skip
+    runs = ("throughput", "5", "runs")  # C = 1000, n = 100
+
+    def gbs(backend: str) -> Field:
+        return Field(runs, "f1", where=(("backend", (backend,)), ("algorithm", ("egpo",))), key="bandwidth_gbs")
+
+    out.append(Quote("README.md", r"reads P at ([\d.]+) GB/s effective at 1000 × 100, against ([\d.]+) GB/s measured "
+                                  r"machine\nbandwidth \(one block: ([\d.]+) GB/s\)", src,
+                     (gbs("numpy f64"), Field(("bandwidth", "read_best"), "f1"), gbs("numpy f64 one block"))))  # fmt: skip
+    out += _minimax_quotes()
     ours = ("regularized", "5", "nashalign", "egpo numpy f64")
     cvx = ("regularized", "5", "cvxpy", "extrapolated_s")
     out.append(Quote("README.md", _row("**1000 × 100**", [r"\*\*(\S+ \S+)\*\* \(blocks of (\d+) contexts\)",
@@ -359,6 +400,11 @@ def expected_values(quote: Quote, results: Path = RESULTS) -> list[str]:
     for f in quote.fields:
         if f.where:
             out.append(_selected(data, f))
+            continue
+        if f.ratios:  # the min-max range of several ratios
+            vals = [float(lookup(data, a)) / float(lookup(data, b)) for a, b in f.ratios]
+            lo, hi = FORMATS[f.fmt](min(vals)), FORMATS[f.fmt](max(vals))
+            out.append(lo if lo == hi else f"{lo}-{hi}")
             continue
         den = float(lookup(data, f.div)) if f.div is not None else 1.0
         texts = {FORMATS[f.fmt](float(lookup(data, p)) / den) for p in (f.path, *f.also)}

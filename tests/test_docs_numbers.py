@@ -109,3 +109,12 @@ def test_a_range_over_selected_records(tmp_path):
     (finding,) = dn.check(quotes=[dn.Quote("doc.md", r"pg: ([\d-]+) M", "r.json", (bad,))], root=tmp_path,
                           results=tmp_path / "results")  # fmt: skip
     assert "3 records" in finding.problem
+
+
+def test_ratio_ranges_and_two_significant_digits(tmp_path):
+    data = {"a": [{"t": 2.0}, {"t": 6.0}], "b": [{"t": 1.0}, {"t": 4.0}]}
+    ratios = tuple((("a", str(i), "t"), ("b", str(i), "t")) for i in range(2))
+    q = dn.Quote("doc.md", r"at ([\d.-]+)× the peer", "r.json", (dn.Field((), "s2", ratios=ratios),))
+    (finding,) = dn.check(**_mini(tmp_path, "at 1-9× the peer\n", data, [q]))
+    assert finding.expected == ["1.5-2.0"]
+    assert [dn.FORMATS["s2"](x) for x in (0.697, 0.432, 1.61, 6.956, 26.3)] == ["0.70", "0.43", "1.6", "7.0", "26"]
