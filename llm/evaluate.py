@@ -5,7 +5,7 @@
     python llm/evaluate.py model=hf model.name_or_path=<base> eval.checkpoint=<run>/final \
         oracle=reward_model oracle.oracle.name_or_path=<reward model> data=jsonl data.source=heldout.jsonl
 
-Uses the same config groups as llm/train.py (``conf/llm.yaml``): ``model`` builds the reference policy,
+Uses the same config groups as llm/train.py (``conf/llm/llm.yaml``): ``model`` builds the reference policy,
 ``oracle`` judges (the synthetic task's own oracle with ``data=synthetic``), ``data`` gives the prompts.
 Writes ``win_rate.json`` into the Hydra output directory.
 """

@@ -1,4 +1,4 @@
-"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm.yaml``).
+"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm/llm.yaml``).
 
     python llm/train.py                                   # nash_md on the known-equilibrium benchmark (tiny LM, CPU)
     python llm/train.py algorithm=egpo trainer.iterations=40

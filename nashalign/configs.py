@@ -354,7 +354,7 @@ def job_tag() -> str:
 class SweepSummary(Callback):
     """Hydra callback: per-job progress, and at the end the summary table (printed) and the plots.
 
-    Configure in ``conf/tabular.yaml`` under ``hydra.callbacks.summary``.  It reads the ``run.json`` files
+    Configure in ``conf/tabular/tabular.yaml`` under ``hydra.callbacks.summary``.  It reads the ``run.json`` files
     the jobs wrote (:func:`nashalign.reporting.write_run`), so it works with any launcher.
 
     Args:
