@@ -353,7 +353,31 @@ def _peers_quotes() -> list[Quote]:
     return out
 
 
+def _correctness_quotes() -> list[Quote]:
+    """README "Correctness next to TRL": the rock-paper-scissors LM run of bench_llm_peers.py."""
+    src = f"llm_peers-{MACHINE}.json"
+    rps = ("correctness", "rps")
+    fp = (*rps, "fixed_points_lm_mu")
+    runs = (*rps, "runs")
+    theory = (*runs, "nashalign NashMD (theory mixture eta*tau=0.05)", "final")
+    half = (*runs, "nashalign NashMD(mixture=0.5) = TRL default", "final")
+    trl = (*runs, "TRL 1.0.0 NashMDTrainer(mixture_coef=0.5), pairwise judge, mixture-cache patch", "second_half_mean")
+    rows = [
+        ("exact π*_τ (target)", [NUM, "0"], [Field((*fp, "theory", "exploitability"), "f3")]),
+        ("exact fixed point of mixture 0.5", [NUM, NUM],
+         [Field((*fp, "mixture=0.5", "exploitability"), "f3"), Field((*fp, "mixture=0.5", "kl_target"), "f3")]),
+        ("nashalign Nash-MD (mixture ητ, as in the theorem)", [rf"\*\*{NUM}\*\*", rf"\*\*{NUM}\*\*"],
+         [Field((*theory, "exploitability"), "f3"), Field((*theory, "kl_target"), "f3")]),
+        ("nashalign Nash-MD, mixture 0.5", [NUM, NUM],
+         [Field((*half, "exploitability"), "f3"), Field((*half, "kl_target"), "f3")]),
+        ("TRL 1.0.0 `NashMDTrainer(mixture_coef=0.5)`, pairwise judge, mixture patch", [NUM + r" \(2nd-half mean\)", NUM],
+         [Field((*trl, "exploitability"), "f3"), Field((*trl, "kl_target"), "f3")]),
+    ]  # fmt: skip
+    return [Quote("README.md", _row(label, cells), src, tuple(fields)) for label, cells, fields in rows]
+
+
 QUOTES: list[Quote] = [
+    *_correctness_quotes(),
     *_lm_quotes(), *_demo_quotes(), *_egpo_quotes(), *_speed_quotes(), *_losses_quotes(), *_peers_quotes(),
 ]  # fmt: skip
 
