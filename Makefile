@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup lint bench docs clean
+.PHONY: demo test setup lint bench docs docs-numbers docs-check clean
 
 # A torch the interpreter already has (e.g. a CUDA build) is kept: the venv then sees system packages.
 $(PY):
@@ -43,10 +43,21 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check nashalign tabular llm benchmarks tests
 
+# --write: replace the committed results in benchmarks/results/ (without it the scripts write into outputs/benchmarks/).
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/bench_tabular.py
-	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_tabular.py --write
+	$(PY) benchmarks/bench_losses.py --write
+
+# Rerun the apps' presets (tabular demo, EGPO's tabular comparison, the LM benchmark, make demo's LM run; ~10 min
+# on 2 cores), record them in benchmarks/results/app_*.json, then rewrite every number the docs quote from them.
+docs-numbers: $(STAMP)
+	$(PY) benchmarks/bench_apps.py --write
+	$(PY) benchmarks/docs_numbers.py --write
+
+# Check only: exit 1 when a quoted number differs from its results file (also a test: tests/test_docs_numbers.py).
+docs-check: $(STAMP)
+	$(PY) benchmarks/docs_numbers.py --check
 
 # The docs site (mkdocs-material + mkdocstrings): the guides in docs/ and the API reference from the docstrings.
 # --strict fails on a broken link, a docstring that does not parse, or a public name missing from the reference.

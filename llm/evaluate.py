@@ -5,7 +5,7 @@
     python llm/evaluate.py model=hf model.name_or_path=<base> eval.checkpoint=<run>/final \
         oracle=reward_model oracle.oracle.name_or_path=<reward model> data=jsonl data.source=heldout.jsonl
 
-Uses the same config groups as llm/train.py (``conf/llm.yaml``): ``model`` builds the reference policy,
+Uses the same config groups as llm/train.py (``conf/llm/llm.yaml``): ``model`` builds the reference policy,
 ``oracle`` judges (the synthetic task's own oracle with ``data=synthetic``), ``data`` gives the prompts.
 Writes ``win_rate.json`` into the Hydra output directory.
 """
@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 log = logging.getLogger("nashalign.llm.evaluate")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+@hydra.main(version_base="1.3", config_path="../conf/llm", config_name="llm")
 def main(cfg: DictConfig) -> dict:
     from nashalign.llm.app import build_policy, load_data, select_oracle
     from nashalign.llm.evaluate import win_rate

@@ -1,4 +1,4 @@
-"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm.yaml``).
+"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm/llm.yaml``).
 
     python llm/train.py                                   # nash_md on the known-equilibrium benchmark (tiny LM, CPU)
     python llm/train.py algorithm=egpo trainer.iterations=40
@@ -20,14 +20,14 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("nashalign.llm.train")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+@hydra.main(version_base="1.3", config_path="../conf/llm", config_name="llm")
 def main(cfg: DictConfig) -> dict:
+    from nashalign.configs import instantiate_algorithm  # imported here: --help stays free of the tabular schema
     from nashalign.llm.app import build_policy, load_data, select_oracle
     from nashalign.llm.synthetic import ExactEvaluator, response_distribution
     from nashalign.llm.trainer import NashTrainer, TrainerConfig
@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> dict:
     config = TrainerConfig.from_mapping(trainer_values)  # bad values fail here, before any model is built
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    algorithm = instantiate(cfg.algorithm)
+    algorithm = instantiate_algorithm(cfg.algorithm)  # null keys = the constructor's defaults (not passed)
 
     task, prompts = load_data(cfg.data)
     policy = build_policy(cfg.model, task, prompts)

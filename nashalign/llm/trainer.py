@@ -961,40 +961,14 @@ def plot_curves(
     x: str = "iteration",
     title: str | None = None,
 ) -> Path | None:
-    """One log-scale panel per metric in ``keys``, one curve per run; saved to ``path`` (PNG/PDF by suffix).
+    """One log-scale panel per metric in ``keys`` (readable names, strong colours, a title), one curve per run.
 
-    Uses :func:`nashalign.reporting.plot_curves` when that module exists, else matplotlib directly.
-    Returns the path, or None when no run has any of ``keys``.
+    Drawn by :func:`nashalign.reporting.plot_metric_histories`.  Returns the path, or None when no run has
+    any of ``keys``.
     """
-    keys = [k for k in keys if any(k in r for rows in runs.values() for r in rows)]
-    if not keys:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import matplotlib
+    from nashalign.reporting import plot_metric_histories
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 4), squeeze=False)
-    colors = plt.get_cmap("tab20").colors
-    styles = ("-", "--", ":", "-.")
-    for ax, key in zip(axes[0], keys):
-        for i, (label, rows) in enumerate(runs.items()):
-            pts = [(r[x], r[key]) for r in rows if key in r and r[key] is not None and r[key] > 0]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, label=label, color=colors[i % 20], ls=styles[(i // 4) % 4])
-        ax.set_yscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(key)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_metric_histories(runs, path, keys, x=x, title=title)
 
 
 def summary_table(
