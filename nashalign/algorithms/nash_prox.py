@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nashalign import _xp
 from nashalign.algorithms.base import State
 from nashalign.algorithms.comal import ProxCentre
 from nashalign.algorithms.online_ipo import OnlineIPO
@@ -68,6 +69,13 @@ class NashProx(ProxCentre, OnlineIPO):
 
     def init(self, logp0, logmu) -> State:
         return State(0, logp0, logmu, {"ref": logmu} if self.beta > 0 else {})
+
+    def update(self, state: State, signal, phase: int = 0) -> State:
+        # The centre is 0 wherever pi_k is (w = 0): read it as 0 off the support of pi_t, so the step's
+        # log(pi_t / c_k), masked there anyway, never evaluates -inf - (-inf).
+        safe = _xp.where(_xp.exp(state.logp) > 0, state.logmu, _xp.zeros_like(state.logmu))
+        nxt = super().update(State(state.t, state.logp, safe, state.memory), signal, phase)
+        return State(nxt.t, nxt.logp, state.logmu if nxt.logmu is safe else nxt.logmu, nxt.memory)
 
     def accept(self, state: State, logp_new, phase: int = 0) -> State:
         return self.recentre(State(state.t + 1, logp_new, state.logmu, state.memory))
