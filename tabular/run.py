@@ -51,7 +51,7 @@ def main(cfg: DictConfig) -> float:
     if run.target == "auto":
         target, target_kind = configs.reference_target(
             game,
-            algorithm.tau,
+            getattr(algorithm, "target_tau", algorithm.tau),  # prox-point rules (mpo, comal, nash_prox) target another tau
             key=OmegaConf.to_yaml(cfg.game, resolve=True),
             cache_dir=hc.sweep.dir if multirun else None,
         )
