@@ -13,8 +13,10 @@ is ``pi_hat``; ``memory["half"]`` is the played ``pi_t`` (kept across iterations
 
 Guarantee (paper): O(1/T) duality gap (vs O(1/sqrt T) for the no-regret self-play methods), from the
 bounded regret of optimistic OMD; fixed point ``pi*_tau`` (``tau = 0``: a Nash equilibrium).  Loss: the
-pairwise regression (INPO-type, pairs ``y, y'`` from the opponent with one oracle label: no estimate of
-``P(y > pi_t)``), anchored at ``pi_hat``; its table minimiser is the step.
+pairwise regression (INPO-type) anchored at ``pi_hat``, whose table minimiser is the step.  Sampled
+feedback: the default ``"opponent"`` estimator draws ``k`` responses from ``pi_hat`` and one opponent sample
+from the played policy per response, one Bernoulli label each (no estimate of ``P(y > pi_t)`` is formed);
+``estimator="pair"`` draws the pair from the played policy instead (1 query per prompt per phase).
 
 Reference: Y. Zhang, D. Yu, T. Ge, L. Song, Z. Zeng, H. Mi, N. Jiang, D. Yu, "Improving LLM General
 Preference Alignment via Optimistic Online Mirror Descent", arXiv 2502.16852 (NeurIPS 2025).
@@ -37,7 +39,6 @@ class ONPO(MirrorAlgorithm):
     reference = "Zhang et al., 'Improving LLM General Preference Alignment via Optimistic Online Mirror Descent', arXiv 2502.16852."
     phases = 2
     forms = ("regression", "logistic", "pg")
-    estimator = "pair"
 
     def init_memory(self, logp0, logmu):
         return {"half": logp0}
