@@ -1,4 +1,4 @@
-"""COMAL: the conceptual prox-point meta-algorithm (Liu, Oikonomou, Zheng, Cai, Cohan 2024; SPEC.md 10.2).
+"""COMAL: the conceptual prox-point meta-algorithm (Liu, Oikonomou, Zheng, Cai, Cohan 2024; SPEC.md 14.2).
 
 Proximal point on the preference game: prox step ``k`` is the regularised game whose KL centre is the
 previous prox iterate,

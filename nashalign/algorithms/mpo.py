@@ -1,4 +1,4 @@
-"""MPO: Magnetic Preference Optimization (Wang et al. 2024; SPEC.md 10.1).
+"""MPO: Magnetic Preference Optimization (Wang et al. 2024; SPEC.md 14.1).
 
 Magnetic mirror descent (MMD, Sokota et al. 2022) on the game regularised toward a *magnet* ``c_k``,
 with the magnet reset to the current policy every ``every`` iterations.  The paper writes the step with

@@ -1,4 +1,4 @@
-"""Nash Prox: online-IPO self-play inside a proximal-point loop (Tiapkin et al. 2025; SPEC.md 10.3).
+"""Nash Prox: online-IPO self-play inside a proximal-point loop (Tiapkin et al. 2025; SPEC.md 14.3).
 
 The paper (arXiv 2505.19731, v2 title "Proximal Point Nash Learning from Human Feedback") shows that
 self-play policy gradient on the online IPO loss can be unstable for small ``beta`` and stabilises it by a
@@ -23,7 +23,7 @@ Loss: the online IPO square loss of :mod:`.online_ipo` with the centre as refere
 exact weights is the step (``lift = "gradient_step"``).
 
 [Parametrisation ``(tau, beta)`` = ``(beta + 1/eta_p, beta)`` of the paper; the paper's exact inner-loop
-length and step are not reproduced here, see SPEC.md 10.3.]
+length and step are not reproduced here, see SPEC.md 14.3.]
 
 Reference: D. Tiapkin, D. Calandriello, D. Belomestny, E. Moulines, A. Naumov, K. Rasul, M. Valko,
 P. Menard, arXiv 2505.19731 (COLT 2026).

@@ -1,4 +1,4 @@
-"""ONPO: Optimistic Nash Policy Optimization (Zhang et al. 2025; SPEC.md 10.4).
+"""ONPO: Optimistic Nash Policy Optimization (Zhang et al. 2025; SPEC.md 14.4).
 
 Optimistic online mirror descent (two-sequence form, Rakhlin & Sridharan 2013) on the (regularised)
 preference game.  A secondary sequence ``pi_hat`` carries the mirror step; the played policy ``pi_t`` is a

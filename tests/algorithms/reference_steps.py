@@ -82,7 +82,7 @@ def ipo_grad_step(P, logp, logc, tau, lr):
 
 
 def _step_new(name: str, hp: dict, P, logp, logmu, memory: dict):
-    """SPEC.md 10: the prox-point rules keep their centre in ``memory["centre"]`` (starting at ``mu``) and a
+    """SPEC.md 14: the prox-point rules keep their centre in ``memory["centre"]`` (starting at ``mu``) and a
     step counter; ONPO keeps the played policy in ``memory["played"]``."""
     eta, tau = hp["eta"], hp.get("tau", 0.0)
     if name == "onpo":

@@ -237,7 +237,7 @@ def _ipo(p, c, tau, lr):  # one online-IPO gradient step toward the centre c (SP
 
 
 def _closed_form_new(case: str) -> tuple[int, np.ndarray]:
-    """SPEC.md 10: 4 iterations with a centre reset after the 3rd (every = 3), or 2 optimistic iterations."""
+    """SPEC.md 14: 4 iterations with a centre reset after the 3rd (every = 3), or 2 optimistic iterations."""
     p, c = PI0, MU
     if case in ("onpo", "onpo_tau0"):  # pi_t from hat_{t-1} against pi_{t-1}; hat_t from hat_{t-1} against pi_t
         eta, tau = (0.5, 0.1) if case == "onpo" else (0.3, 0.0)

@@ -127,7 +127,7 @@ def test_onpo_plays_against_the_previous_played_policy():
 
 
 def test_onpo_played_sequence_is_omwu_at_tau_zero_and_differs_with_tau():
-    """SPEC.md 10.4: with tau = 0 the two-sequence rule's played policy is exactly single-sequence OMWU."""
+    """SPEC.md 14.4: with tau = 0 the two-sequence rule's played policy is exactly single-sequence OMWU."""
     g = games.random_game(6, num_contexts=2, seed=1, ref="random")
     gaps = []
     for tau in (0.0, 0.1):
