@@ -139,3 +139,23 @@ def test_onpo_played_sequence_is_omwu_at_tau_zero_and_differs_with_tau():
             sb = b.update(sb, exact_signal(g.P, b.opponents(sb)))
         gaps.append(float(np.abs(sa.memory["half"] - sb.logp).max()))
     assert gaps[0] < 1e-12 and gaps[1] > 1e-4, gaps
+
+
+@pytest.mark.parametrize(
+    "name,hp,per_context",
+    [
+        ("mpo", {"eta": 0.5, "tau": 0.1}, 1),  # pair: one pair from pi_t, one label
+        ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.1}, 1),  # pair (online IPO's estimator)
+        ("comal", {"eta": 0.5, "tau": 0.1}, 2 * 2),  # opponent: k = 2 responses x 1 opponent sample, 2 phases
+        ("onpo", {"eta": 0.5, "tau": 0.1}, 2 * 2),  # opponent, against the played policy in both phases
+    ],
+)
+def test_sampled_query_counts_follow_the_estimator(name, hp, per_context):
+    from nashalign.sampled import SampledRunner
+
+    g = games.rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    alg = get_algorithm(name, **hp)
+    runner = SampledRunner(g, alg, batch=10, inner_steps=1, seed=0)
+    st = runner.iterate(alg.init(g.log_ref, g.log_ref))
+    assert runner.queries == 10 * per_context
+    assert st.t == 1 and np.isfinite(st.logp).all()
