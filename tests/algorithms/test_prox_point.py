@@ -159,3 +159,12 @@ def test_sampled_query_counts_follow_the_estimator(name, hp, per_context):
     st = runner.iterate(alg.init(g.log_ref, g.log_ref))
     assert runner.queries == 10 * per_context
     assert st.t == 1 and np.isfinite(st.logp).all()
+
+
+def test_solve_auto_target_is_the_prox_rules_own_target():
+    g = games.rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    res = solve(g, "nash_prox", eta=0.3, tau=0.5, beta=0.1, every=20, steps=3000)
+    star = np.log(solve_regularized_nash(g, 0.1))
+    assert res.history.last("kl_target_last") < 1e-8  # KL to pi*_beta (beta = 0.1), not to pi*_0.5
+    assert float(kl_logp(star, np.log(np.asarray(res.last)[None]))[0]) < 1e-8
+    assert np.isnan(solve(g, "mpo", eta=0.5, tau=0.1, steps=10).history.last("kl_target_last"))  # NE: no cvxpy target
