@@ -28,6 +28,7 @@ inner solver is INPO's loss; use ``mpo`` for the single-phase OMD/INPO inner ste
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +49,7 @@ class ProxCentre:
     every: int = 10
 
     def _check_every(self) -> None:
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
+        if isinstance(self.every, bool) or not isinstance(self.every, numbers.Integral) or self.every < 1:
             raise ValueError(
                 f"{self.name}: every (iterations between centre resets) must be an integer >= 1, got {self.every!r}."
             )
