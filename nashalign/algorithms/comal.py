@@ -7,8 +7,9 @@ previous prox iterate,
 
 and the centres converge to a Nash equilibrium of the *unregularised* game for any fixed ``tau > 0``
 (last iterate).  Each prox step is solved inexactly by ``every`` iterations of an inner solver
-anchored at the centre; here the inner solver is EGPO's extragradient step (two phases, the solver
-:func:`nashalign.prox.solve_minimax` uses), so one iteration is::
+anchored at the centre.  The default inner solver is EGPO's extragradient step (two phases, the solver
+:func:`nashalign.prox.solve_minimax` uses); ``inner="inpo"`` is the official code's INPO step (one phase,
+:meth:`COMAL.from_code`), the same rule as ``mpo``.  With EGPO one iteration is::
 
     log pi_{t+1/2} = (1 - eta tau) log pi_t + eta tau log c_k + eta P(. > pi_t)       + const
     log pi_{t+1}   = (1 - eta tau) log pi_t + eta tau log c_k + eta P(. > pi_{t+1/2}) + const
@@ -22,8 +23,8 @@ reference at the current policy when :meth:`ProxCentre.recentres_at` says so.
 weight ``centre_ref_weight`` of the original reference in the centre) that :mod:`.mpo` and :mod:`.nash_prox` reuse.
 
 Reference: Y. Liu, A. Oikonomou, W. Zheng, Y. Cai, A. Cohan, "COMAL: A Convergent Meta-Algorithm for
-Aligning LLMs with General Preferences", arXiv 2410.23223 (code: github.com/yale-nlp/COMAL, whose
-inner solver is INPO's loss; use ``mpo`` for the single-phase OMD/INPO inner step).
+Aligning LLMs with General Preferences", arXiv 2410.23223 (code: github.com/yale-nlp/COMAL, comal.sh: INPO
+inner loss, reference updated when ``(iter + 1) % 12 == 0``, the reset rule here).
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from nashalign import _xp
-from nashalign.algorithms.base import State
+from nashalign.algorithms.base import Opponent, State, current
 from nashalign.algorithms.egpo import EGPO
 from nashalign.algorithms.registry import register
+from nashalign.schedules import from_inverse_step
+
+#: COMAL's inner solvers and their phases per iteration: EGPO's extragradient (as ``solve_minimax``) or INPO's
+#: single OMD step (the official code's ``inpo.py``; the same rule as :mod:`.mpo`).
+INNER_SOLVERS = {"egpo": 2, "inpo": 1}
 
 
 @dataclass(frozen=True)
@@ -84,15 +90,38 @@ class ProxCentre:
 @register
 @dataclass(frozen=True)
 class COMAL(ProxCentre, EGPO):
-    """Proximal point with EGPO inner steps: the centre (``logmu``) becomes the iterate every ``every`` iterations."""
+    """Proximal point: ``inner`` steps (EGPO's extragradient, or INPO's OMD step as in the official code) toward
+    the centre ``logmu``, which becomes the iterate every ``every`` iterations."""
 
     name = "comal"
     reference = "Liu et al., 'COMAL: A Convergent Meta-Algorithm for Aligning LLMs with General Preferences', arXiv 2410.23223."
     tau_rule = "positive"
+    inner: str = "egpo"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_every()
+        if self.inner not in INNER_SOLVERS:
+            raise ValueError(f"comal: inner must be one of {list(INNER_SOLVERS)}, got {self.inner!r}.")
+
+    @classmethod
+    def from_code(cls, eta_inv: float = 0.002, tau_eta_ratio: float = 1 / 3, every: int = 12, **kw: object) -> COMAL:
+        """The official code's parametrisation (comal.sh: INPO inner loss with ``eta = 0.002``, ``tau/eta = 1/3``,
+        reference updated every 12 iterations): ``eta = 1/eta_inv``, ``tau = ratio * eta_inv``, ``inner = "inpo"``."""
+        return cls(eta=from_inverse_step(eta_inv), tau=tau_eta_ratio * eta_inv, every=every, inner="inpo", **kw)
+
+    @property
+    def phases(self) -> int:  # type: ignore[override]
+        return INNER_SOLVERS[self.inner]
+
+    @property
+    def estimator(self) -> str:  # type: ignore[override]
+        return "opponent" if self.inner == "egpo" else "pair"
+
+    def opponents(self, state: State, phase: int = 0) -> tuple[Opponent, ...]:
+        return super().opponents(state, phase) if self.inner == "egpo" else (current(state),)
 
     def accept(self, state: State, logp_new, phase: int = 0) -> State:
+        if self.inner == "inpo":  # one OMD step per iteration (= mpo's rule)
+            return self.recentre(State(state.t + 1, logp_new, state.logmu, {}))
         return self.recentre(super().accept(state, logp_new, phase))

@@ -89,7 +89,7 @@ def _step_new(name: str, hp: dict, P, logp, logmu, memory: dict):
         played = mirror(logp, logmu, win(P, memory["played"]), eta, tau)  # pi_t from hat_{t-1} vs pi_{t-1}
         return mirror(logp, logmu, win(P, played), eta, tau), {"played": played}
     centre = memory.get("centre", list(logmu))
-    if name == "mpo":
+    if name == "mpo" or (name == "comal" and hp.get("inner") == "inpo"):
         new = mirror(logp, centre, win(P, logp), eta, tau)
     elif name == "comal":
         half = mirror(logp, centre, win(P, logp), eta, tau)

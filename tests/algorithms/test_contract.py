@@ -49,13 +49,14 @@ VARIANTS = {
     "omwu_tau0": ("omwu", {"eta": 0.3, "tau": 0.0}),
     "onpo_tau0": ("onpo", {"eta": 0.3, "tau": 0.0}),
     "nash_prox_beta0": ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.0, "every": 3}),
+    "comal_inpo": ("comal", {"eta": 0.5, "tau": 0.1, "every": 3, "inner": "inpo"}),
 }
 CASES = {**{k: (k, v) for k, v in SETTINGS.items()}, **VARIANTS}
 #: Rules whose fixed point is exactly pi*_tau (SPEC.md 1(d)).
 PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo", "onpo"]
 UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0", "onpo_tau0"]
 #: Prox-point rules whose centres converge to the unregularised NE (the uniform NE of RPS is their fixed point).
-PROX_TO_NE = ["mpo", "comal", "nash_prox_beta0"]
+PROX_TO_NE = ["mpo", "comal", "nash_prox_beta0", "comal_inpo"]
 
 # rock-paper-scissors of SPEC.md section 0 (eps = 1), start and reference of SPEC.md 12(a)/(b)
 RPS_P = 0.5 + 0.5 * np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -226,7 +227,7 @@ def _closed_form(case: str) -> tuple[int, np.ndarray]:
     if case == "online_ipo":  # theta -= eta * 4 pi (e - E_pi e), e = log(pi/mu) - P pi / tau  (SPEC.md 4)
         e = np.log(p / MU) - RPS_P @ p / 0.1
         return 1, _nrm(p * np.exp(-0.05 * 4 * p * (e - p @ e)))
-    if case in ("mpo", "comal", "nash_prox", "nash_prox_beta0", "onpo", "onpo_tau0"):
+    if case in ("mpo", "comal", "comal_inpo", "nash_prox", "nash_prox_beta0", "onpo", "onpo_tau0"):
         return _closed_form_new(case)
     raise KeyError(case)
 
@@ -247,7 +248,7 @@ def _closed_form_new(case: str) -> tuple[int, np.ndarray]:
             hat = _omd(hat, eta, tau, played)
         return 2, hat
     for t in range(1, 5):
-        if case == "mpo":  # MMD step toward the magnet c
+        if case in ("mpo", "comal_inpo"):  # MMD = INPO's OMD step toward the magnet / centre c
             p = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ p))
         elif case == "comal":  # extragradient toward the centre c
             half = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ p))
@@ -308,6 +309,7 @@ INVALID = [
     ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.7}, re.escape("beta (the target's KL strength toward mu) must be in [0, tau]")),
     ("nash_prox", {"eta": 0.05, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
     ("onpo", {"eta": 11.0, "tau": 0.1}, re.escape("eta * tau must be <= 1")),
+    ("comal", {"eta": 0.5, "tau": 0.1, "inner": "sgd"}, re.escape("comal: inner must be one of ['egpo', 'inpo'], got 'sgd'")),
     ("not_an_algorithm", {"eta": 0.5}, re.escape(f"unknown algorithm 'not_an_algorithm'; known algorithms: {KNOWN}.")),
 ]
 

@@ -168,3 +168,26 @@ def test_solve_auto_target_is_the_prox_rules_own_target():
     assert res.history.last("kl_target_last") < 1e-8  # KL to pi*_beta (beta = 0.1), not to pi*_0.5
     assert float(kl_logp(star, np.log(np.asarray(res.last)[None]))[0]) < 1e-8
     assert np.isnan(solve(g, "mpo", eta=0.5, tau=0.1, steps=10).history.last("kl_target_last"))  # NE: no cvxpy target
+
+
+def test_comal_with_the_official_codes_inpo_inner_step_is_mpo_and_from_code_maps_comal_sh():
+    import torch
+
+    from nashalign.algorithms import COMAL, LossInputs
+
+    alg = COMAL.from_code()  # comal.sh: eta = 0.002 (inverse step), tau/eta = 1/3, reference every 12 iterations
+    assert (alg.inner, alg.every, alg.phases, alg.estimator) == ("inpo", 12, 1, "pair")
+    assert alg.eta == pytest.approx(500.0) and alg.eta * alg.tau == pytest.approx(1 / 3)
+    a = get_algorithm("comal", eta=0.5, tau=0.1, every=3, inner="inpo")
+    b = get_algorithm("mpo", eta=0.5, tau=0.1, every=3)
+    g = game()
+    sa, sb = a.init(g.log_ref, g.log_ref), b.init(g.log_ref, g.log_ref)
+    for _ in range(10):
+        sa = a.update(sa, exact_signal(g.P, a.opponents(sa)))
+        sb = b.update(sb, exact_signal(g.P, b.opponents(sb)))
+    np.testing.assert_array_equal(sa.logp, sb.logp)
+    np.testing.assert_array_equal(sa.logmu, sb.logmu)
+    gen = torch.Generator().manual_seed(0)
+    x = [-torch.rand(4, 2, generator=gen, dtype=torch.float64) * 3 for _ in range(4)]
+    inp = LossInputs(x[0], x[1], x[2], torch.rand(4, 2, generator=gen, dtype=torch.float64), None, x[1], 0)
+    torch.testing.assert_close(a.loss(inp).loss, b.loss(inp).loss, rtol=0, atol=0)  # so mpo's exactness covers it
