@@ -562,15 +562,15 @@ class NashTrainer:
             for k, v in rates.items()
         )
 
-    def _centre_logprobs(self, responses: Any, ref: torch.Tensor) -> torch.Tensor:
-        """``logp_ref`` of a prox-point rule: ``(1 - w) log pi_k + w log mu`` (``alg.centre_ref_weight()``) once
-        the centre ``pi_k`` has been reset (``alg.recentres_at``); ``log mu`` before that and for other rules."""
+    def _reference_logprobs(self, responses: Any) -> torch.Tensor:
+        """``logp_ref``: ``log mu``, or for a prox-point rule whose centre ``pi_k`` was reset (``alg.recentres_at``)
+        ``(1 - w) log pi_k + w log mu`` with ``w = alg.centre_ref_weight()`` (``mu`` is not run when ``w = 0``)."""
         if self._centre is None:
-            return ref
+            return self._logprobs(responses, model="reference")
         with self.policy.using(self._centre):
             centre = self._logprobs(responses, model=self._train_module())
         w = float(self.alg.centre_ref_weight())
-        return centre if w == 0 else (1.0 - w) * centre + w * ref
+        return centre if w == 0 else (1.0 - w) * centre + w * self._logprobs(responses, model="reference")
 
     # ------------------------------------------------------------------------------------- one phase
     def _phase(self, t: int, phase: int) -> dict[str, Any]:
@@ -592,7 +592,7 @@ class NashTrainer:
         mb, accum = cfg.minibatch_size, cfg.gradient_accumulation_steps
         # Each response is scored once, however many rows (pairs) it appears in.
         index = fb.index.cpu()  # (R, K) into fb.responses
-        ref_all = self._centre_logprobs(fb.responses, self._logprobs(fb.responses, model="reference"))  # (N,) log mu
+        ref_all = self._reference_logprobs(fb.responses)  # (N,) log mu (or the prox centre)
         dev = ref_all.device
         ref = ref_all[index.to(dev)]
         # One optimizer step per phase (one epoch, one minibatch) and no dropout: the parameters are theta_t

@@ -35,7 +35,7 @@ def test_centre_is_reset_to_the_policy_and_read_as_the_reference(name, hp, load_
     with trainer.policy.using(snap):
         centre = trainer._logprobs(samples, model=trainer._train_module())
     w = alg.centre_ref_weight()
-    torch.testing.assert_close(trainer._centre_logprobs(samples, ref), (1 - w) * centre + w * ref)
+    torch.testing.assert_close(trainer._reference_logprobs(samples), (1 - w) * centre + w * ref)
     assert (centre - ref).abs().max() > 1e-4  # the centre is not mu: the reset matters
 
 
