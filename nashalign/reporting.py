@@ -437,6 +437,7 @@ def run_record(
     label: str,
     target: Any = None,
     target_kind: str | None = None,
+    target_tau: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary of one solve that a sweep summary reads back (``run.json``).
@@ -452,6 +453,8 @@ def run_record(
         label: the row label (usually the algorithm's config name).
         target: the equilibrium ``KL(target || pi)`` was measured against, or None.
         target_kind: a description of ``target`` (``"Nash"``, ``"regularized Nash (tau=0.1)"``).
+        target_tau: KL strength of the equilibrium the run converges to when it is not the run's ``tau``
+            (``alg.target_tau`` of the prox-point rules: 0 for mpo/comal); picks the table metric too.
         extra: more keys to store (overrides, job number, ...).
     """
     from nashalign import metrics
@@ -471,7 +474,8 @@ def run_record(
     equilibrium: dict[str, Any] | None = None
     if target is not None:
         tgt = np.asarray(target, dtype=float).reshape(game.num_contexts, game.num_responses)
-        expl = metrics.exploitability(game, tgt, tau=tau, ref=ref) if tau > 0 else metrics.exploitability(game, tgt)
+        t_tau = tau if target_tau is None else float(target_tau)
+        expl = metrics.exploitability(game, tgt, tau=t_tau, ref=ref) if t_tau > 0 else metrics.exploitability(game, tgt)
         equilibrium = {
             "kind": target_kind,
             "exploitability": _floats(expl),  # regularised exploitability when tau > 0 (zero at pi*_tau)
@@ -488,6 +492,7 @@ def run_record(
         "hyperparameters": hp,
         "eta": hp.get("eta"),
         "tau": tau,
+        "target_tau": tau if target_tau is None else float(target_tau),
         "mode": settings.get("mode"),
         "steps": settings.get("steps"),
         "seed": settings.get("seed"),
@@ -527,14 +532,14 @@ def _auto_metric(run: Mapping[str, Any], metric: str) -> str:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose 'auto' or one of {sorted(METRICS)}.")
         return metric
-    if float(run.get("tau") or 0.0) > 0:
+    if float(run.get("target_tau", run.get("tau")) or 0.0) > 0:
         return "kl_target" if run.get("target") else "reg_expl"
     return "expl"
 
 
 def _metric_label(m: str, run: Mapping[str, Any]) -> str:
     if m == "kl_target":
-        return "KL to pi*_tau" if float(run.get("tau") or 0) > 0 else "KL to pi*"
+        return "KL to pi*_tau" if float(run.get("target_tau", run.get("tau")) or 0) > 0 else "KL to pi*"
     return {"expl": "expl", "reg_expl": "reg. expl", "dg": "DG_tau"}[m]
 
 

@@ -329,8 +329,9 @@ def solve(
             already stored that way (``game.to("numpy", p_dtype=np.float32)``) to skip the conversion.
         record_every: record the history every this many steps (default ``max(1, steps // 200)``).
         seed: seed of the sampled mode.
-        target: ``"auto"`` (the regularised equilibrium from cvxpy when ``tau > 0`` and the game is small),
-            ``None``, or a policy to measure ``KL(target || pi_t)`` against.
+        target: ``"auto"`` (the regularised equilibrium from cvxpy when ``tau > 0`` and the game is small;
+            for the prox-point rules the one of their ``target_tau``: none for mpo/comal, ``pi*_beta`` for
+            nash_prox), ``None``, or a policy to measure ``KL(target || pi_t)`` against.
         tol: stop early once the monitored exploitability (regularised when ``tau > 0``) is below ``tol``.
         mode: ``"exact"`` or ``"sampled"``.
         batch: sampled mode (see :mod:`nashalign.sampled`).
@@ -384,7 +385,7 @@ def solve(
     logmu = g.log_ref if ref is None else _xp.log(g.policy(ref, "ref"))
     logp0 = logmu if init is None else _xp.log(g.policy(init, "init"))
     tau_f = float(alg.tau)
-    tgt = _target_logp(g, target, tau_f, logmu)
+    tgt = _target_logp(g, target, float(getattr(alg, "target_tau", tau_f)), logmu)  # prox rules: their own target
 
     settings = {
         "algorithm": alg.name or type(alg).__name__,

@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> float:
     if run.target == "auto":
         target, target_kind = configs.reference_target(
             game,
-            algorithm.tau,
+            getattr(algorithm, "target_tau", algorithm.tau),  # prox-point rules (mpo, comal, nash_prox) target another tau
             key=OmegaConf.to_yaml(cfg.game, resolve=True),
             cache_dir=hc.sweep.dir if multirun else None,
         )
@@ -89,6 +89,7 @@ def main(cfg: DictConfig) -> float:
         label=label,
         target=target,
         target_kind=target_kind,
+        target_tau=getattr(algorithm, "target_tau", None),
         extra={
             "job": int(hc.job.num) if multirun else None,
             "overrides": list(hc.overrides.task),
@@ -99,7 +100,7 @@ def main(cfg: DictConfig) -> float:
     log.info("%s%s", configs.job_tag(), reporting.one_line(record))
     if not multirun:
         log.info("outputs: %s", out_dir)
-    return float(result.history.last("reg_expl_last" if algorithm.tau > 0 else "expl_last"))
+    return float(result.history.last("reg_expl_last" if getattr(algorithm, "target_tau", algorithm.tau) > 0 else "expl_last"))
 
 
 if __name__ == "__main__":

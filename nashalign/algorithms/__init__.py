@@ -13,15 +13,19 @@ from nashalign.algorithms.base import (
     Opponent,
     State,
 )
+from nashalign.algorithms.comal import COMAL
 from nashalign.algorithms.dno import DNO
 from nashalign.algorithms.egpo import EGPO
 from nashalign.algorithms.inpo import INPO
+from nashalign.algorithms.mpo import MPO
 from nashalign.algorithms.mwu import MWU
 from nashalign.algorithms.nash_ema import NashEMA
 from nashalign.algorithms.nash_md import NashMD
+from nashalign.algorithms.nash_prox import NashProx
 from nashalign.algorithms.omd import OMD
 from nashalign.algorithms.omwu import OMWU
 from nashalign.algorithms.online_ipo import OnlineIPO
+from nashalign.algorithms.onpo import ONPO
 from nashalign.algorithms.registry import ALGORITHMS, get_algorithm, register
 from nashalign.algorithms.spo import SPO
 from nashalign.algorithms.sppo import SPPO
@@ -48,4 +52,8 @@ __all__ = [
     "State",
     "get_algorithm",
     "register",
+    "COMAL",
+    "MPO",
+    "NashProx",
+    "ONPO",
 ]

@@ -419,7 +419,8 @@ class NashTrainer:
         self.history: list[dict[str, Any]] = []
         self._previous: dict[str, torch.Tensor] | None = None  # theta_{t-1} (OMWU)
         self._ema: dict[str, torch.Tensor] | None = None  # averaged parameters (Nash-EMA)
-        self._half: dict[str, torch.Tensor] | None = None  # extragradient half step (EGPO)
+        self._half: dict[str, torch.Tensor] | None = None  # extragradient half step (EGPO); ONPO's played policy
+        self._centre: dict[str, torch.Tensor] | None = None  # prox centre pi_k (MPO, COMAL, Nash-Prox); None = mu
         self._kinds_seen: set[str] = set()
         self._gen_stats = {"sequences": 0, "tokens": 0, "seconds": 0.0}
         self._trackers_started = False
@@ -561,6 +562,16 @@ class NashTrainer:
             for k, v in rates.items()
         )
 
+    def _reference_logprobs(self, responses: Any) -> torch.Tensor:
+        """``logp_ref``: ``log mu``, or for a prox-point rule whose centre ``pi_k`` was reset (``alg.recentres_at``)
+        ``(1 - w) log pi_k + w log mu`` with ``w = alg.centre_ref_weight()`` (``mu`` is not run when ``w = 0``)."""
+        if self._centre is None:
+            return self._logprobs(responses, model="reference")
+        with self.policy.using(self._centre):
+            centre = self._logprobs(responses, model=self._train_module())
+        w = float(self.alg.centre_ref_weight())
+        return centre if w == 0 else (1.0 - w) * centre + w * self._logprobs(responses, model="reference")
+
     # ------------------------------------------------------------------------------------- one phase
     def _phase(self, t: int, phase: int) -> dict[str, Any]:
         cfg, acc, alg = self.config, self.accelerator, self.alg
@@ -581,7 +592,7 @@ class NashTrainer:
         mb, accum = cfg.minibatch_size, cfg.gradient_accumulation_steps
         # Each response is scored once, however many rows (pairs) it appears in.
         index = fb.index.cpu()  # (R, K) into fb.responses
-        ref_all = self._logprobs(fb.responses, model="reference")  # (N,) log mu
+        ref_all = self._reference_logprobs(fb.responses)  # (N,) log mu (or the prox centre)
         dev = ref_all.device
         ref = ref_all[index.to(dev)]
         # One optimizer step per phase (one epoch, one minibatch) and no dropout: the parameters are theta_t
@@ -669,6 +680,12 @@ class NashTrainer:
             self._previous = theta_t  # pi_{-1} := pi_0, as the tabular init
         if "ema" in kinds and self._ema is None:
             self._ema = self.policy.snapshot()  # theta_bar_0 = theta_0
+        recentres = getattr(alg, "recentres_at", None)
+        if recentres is not None and recentres(t):
+            self._centre = self.policy.snapshot()  # the prox centre becomes pi_t (MPO's magnet reset)
+        keep_half = any(o.kind == "half" for o in alg.neural_opponents(t, 0))  # ONPO: phase 0 plays the last half
+        if keep_half and self._half is None:
+            self._half = self.policy.snapshot()  # pi_0 = pi_hat_0
         phase_metrics = []
         for phase in range(alg.phases):
             if phase > 0:
@@ -679,7 +696,8 @@ class NashTrainer:
                 if opt_t is not None:
                     self.optimizer.load_state_dict(opt_t)
             phase_metrics.append(self._phase(t, phase))
-        self._half = None
+        if not keep_half:
+            self._half = None
         if "previous" in kinds:
             self._previous = theta_t
         if "ema" in kinds:
@@ -822,7 +840,7 @@ class NashTrainer:
         path = Path(path) if path is not None else self.output_dir / "checkpoints" / f"iter-{self.iteration:06d}"
         acc.save_state(str(path))
         if acc.is_main_process:
-            extra = {"previous": self._previous, "ema": self._ema}
+            extra = {"previous": self._previous, "ema": self._ema, "centre": self._centre, "half": self._half}
             torch.save({k: v for k, v in extra.items() if v is not None}, path / EXTRA_FILE)
             state = {
                 "iteration": self.iteration,
@@ -872,6 +890,8 @@ class NashTrainer:
         )
         self._previous = extra.get("previous")
         self._ema = extra.get("ema")
+        self._centre = extra.get("centre")
+        self._half = extra.get("half")
         self.iteration = int(state["iteration"])
         self.queries = int(state["queries"])
         self.eval_queries = int(state.get("eval_queries", 0))

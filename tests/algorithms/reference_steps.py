@@ -66,7 +66,41 @@ def step_one_context(name: str, hp: dict, P, logp, logmu, memory: dict):
         e = [(logp[y] - logmu[y] - w[y] / tau) if pi[y] > 0 else 0.0 for y in range(n)]
         mean_e = sum(pi[y] * e[y] for y in range(n))
         return normalize([logp[y] - eta * 4 * pi[y] * (e[y] - mean_e) for y in range(n)]), {}
+    if name in ("mpo", "comal", "nash_prox", "onpo"):
+        return _step_new(name, hp, P, logp, logmu, memory)
     raise KeyError(name)
+
+
+def ipo_grad_step(P, logp, logc, tau, lr):
+    """One online-IPO gradient step toward the reference ``logc`` (SPEC.md 4), response by response."""
+    n = len(logp)
+    pi = [math.exp(v) for v in logp]
+    w = win(P, logp)
+    e = [(logp[y] - logc[y] - w[y] / tau) if pi[y] > 0 else 0.0 for y in range(n)]
+    mean_e = sum(pi[y] * e[y] for y in range(n))
+    return normalize([logp[y] - lr * 4 * pi[y] * (e[y] - mean_e) for y in range(n)])
+
+
+def _step_new(name: str, hp: dict, P, logp, logmu, memory: dict):
+    """SPEC.md 14: the prox-point rules keep their centre in ``memory["centre"]`` (starting at ``mu``) and a
+    step counter; ONPO keeps the played policy in ``memory["played"]``."""
+    eta, tau = hp["eta"], hp.get("tau", 0.0)
+    if name == "onpo":
+        played = mirror(logp, logmu, win(P, memory["played"]), eta, tau)  # pi_t from hat_{t-1} vs pi_{t-1}
+        return mirror(logp, logmu, win(P, played), eta, tau), {"played": played}
+    centre = memory.get("centre", list(logmu))
+    if name == "mpo" or (name == "comal" and hp.get("inner") == "inpo"):
+        new = mirror(logp, centre, win(P, logp), eta, tau)
+    elif name == "comal":
+        half = mirror(logp, centre, win(P, logp), eta, tau)
+        new = mirror(logp, centre, win(P, half), eta, tau)
+    else:
+        new = ipo_grad_step(P, logp, centre, tau, eta)
+    t = memory.get("t", 0) + 1
+    if t % hp.get("every", 10) == 0:
+        wgt = hp.get("beta", 0.0) / tau if name == "nash_prox" else 0.0
+        centre = normalize(mix(new, logmu, wgt))
+    return new, {"centre": centre, "t": t}
 
 
 def initial_memory(name: str, logp: list[float]) -> dict:
@@ -74,6 +108,8 @@ def initial_memory(name: str, logp: list[float]) -> dict:
         return {"prev": list(logp)}
     if name == "nash_ema":
         return {"ema": list(logp)}
+    if name == "onpo":
+        return {"played": list(logp)}
     return {}
 
 

@@ -37,17 +37,26 @@ SETTINGS = {
     "omwu": {"eta": 0.5, "tau": 0.1},
     "nash_ema": {"eta": 0.5, "tau": 0.1, "beta": 0.3},
     "online_ipo": {"eta": 0.05, "tau": 0.1},
+    "mpo": {"eta": 0.5, "tau": 0.1, "every": 3},
+    "comal": {"eta": 0.5, "tau": 0.1, "every": 3},
+    "nash_prox": {"eta": 0.05, "tau": 0.5, "beta": 0.1, "every": 3},
+    "onpo": {"eta": 0.5, "tau": 0.1},
 }
 #: Extra variants that exercise other branches (free mixture, unregularised extragradient/optimism).
 VARIANTS = {
     "nash_md_mixture": ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 0.5}),
     "egpo_tau0": ("egpo", {"eta": 0.3, "tau": 0.0}),
     "omwu_tau0": ("omwu", {"eta": 0.3, "tau": 0.0}),
+    "onpo_tau0": ("onpo", {"eta": 0.3, "tau": 0.0}),
+    "nash_prox_beta0": ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.0, "every": 3}),
+    "comal_inpo": ("comal", {"eta": 0.5, "tau": 0.1, "every": 3, "inner": "inpo"}),
 }
 CASES = {**{k: (k, v) for k, v in SETTINGS.items()}, **VARIANTS}
 #: Rules whose fixed point is exactly pi*_tau (SPEC.md 1(d)).
-PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo"]
-UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0"]
+PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo", "onpo"]
+UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0", "onpo_tau0"]
+#: Prox-point rules whose centres converge to the unregularised NE (the uniform NE of RPS is their fixed point).
+PROX_TO_NE = ["mpo", "comal", "nash_prox_beta0", "comal_inpo"]
 
 # rock-paper-scissors of SPEC.md section 0 (eps = 1), start and reference of SPEC.md 12(a)/(b)
 RPS_P = 0.5 + 0.5 * np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -166,7 +175,7 @@ def test_nash_md_with_constant_step_moves_off_the_regularised_equilibrium(case):
     assert np.abs(nxt.logp - star).max() > 1e-4
 
 
-@pytest.mark.parametrize("case", UNREGULARISED)
+@pytest.mark.parametrize("case", UNREGULARISED + PROX_TO_NE)
 def test_uniform_nash_equilibrium_of_rps_is_a_fixed_point(case):
     alg = build(case)
     g = games.rock_paper_scissors()
@@ -218,7 +227,38 @@ def _closed_form(case: str) -> tuple[int, np.ndarray]:
     if case == "online_ipo":  # theta -= eta * 4 pi (e - E_pi e), e = log(pi/mu) - P pi / tau  (SPEC.md 4)
         e = np.log(p / MU) - RPS_P @ p / 0.1
         return 1, _nrm(p * np.exp(-0.05 * 4 * p * (e - p @ e)))
+    if case in ("mpo", "comal", "comal_inpo", "nash_prox", "nash_prox_beta0", "onpo", "onpo_tau0"):
+        return _closed_form_new(case)
     raise KeyError(case)
+
+
+def _ipo(p, c, tau, lr):  # one online-IPO gradient step toward the centre c (SPEC.md 4)
+    e = np.log(p / c) - RPS_P @ p / tau
+    return _nrm(p * np.exp(-lr * 4 * p * (e - p @ e)))
+
+
+def _closed_form_new(case: str) -> tuple[int, np.ndarray]:
+    """SPEC.md 14: 4 iterations with a centre reset after the 3rd (every = 3), or 2 optimistic iterations."""
+    p, c = PI0, MU
+    if case in ("onpo", "onpo_tau0"):  # pi_t from hat_{t-1} against pi_{t-1}; hat_t from hat_{t-1} against pi_t
+        eta, tau = (0.5, 0.1) if case == "onpo" else (0.3, 0.0)
+        hat, played = p, p
+        for _ in range(2):
+            played = _omd(hat, eta, tau, played)
+            hat = _omd(hat, eta, tau, played)
+        return 2, hat
+    for t in range(1, 5):
+        if case in ("mpo", "comal_inpo"):  # MMD = INPO's OMD step toward the magnet / centre c
+            p = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ p))
+        elif case == "comal":  # extragradient toward the centre c
+            half = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ p))
+            p = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ half))
+        else:  # nash_prox: tau = 0.5, beta = 0.1 (or 0), lr 0.05
+            p = _ipo(p, c, 0.5, 0.05)
+        if t == 3:  # reset: c = p^(1-w) mu^w, w = beta/tau
+            w = 0.2 if case == "nash_prox" else 0.0
+            c = _nrm(p ** (1 - w) * MU**w)
+    return 4, p
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -263,6 +303,13 @@ INVALID = [
     ("mwu", {"eta": 0.5, "form": "sppo"}, "unknown loss form 'sppo'"),
     ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 1.5}, re.escape("mixture must be in [0, 1]")),
     ("nash_ema", {"eta": 0.5, "tau": 0.1, "beta": 0.0}, re.escape("beta (the EMA rate) must be in (0, 1]")),
+    ("mpo", {"eta": 0.5, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("comal", {"eta": 0.5, "tau": 0.1, "every": 0}, re.escape("every (iterations between centre resets) must be an integer >= 1")),
+    ("mpo", {"eta": 0.5, "tau": 0.1, "every": 2.5}, re.escape("must be an integer >= 1, got 2.5")),
+    ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.7}, re.escape("beta (the target's KL strength toward mu) must be in [0, tau]")),
+    ("nash_prox", {"eta": 0.05, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("onpo", {"eta": 11.0, "tau": 0.1}, re.escape("eta * tau must be <= 1")),
+    ("comal", {"eta": 0.5, "tau": 0.1, "inner": "sgd"}, re.escape("comal: inner must be one of ['egpo', 'inpo'], got 'sgd'")),
     ("not_an_algorithm", {"eta": 0.5}, re.escape(f"unknown algorithm 'not_an_algorithm'; known algorithms: {KNOWN}.")),
 ]
 
@@ -354,7 +401,7 @@ def test_solve_continues_from_a_result_state_bit_identically(case):
 # ---------------------------------------------------------------------------------------------- 8
 def _loss_cases():
     for name in sorted(ALGORITHMS):
-        forms = ALGORITHMS[name].forms if name != "online_ipo" else (None,)
+        forms = ALGORITHMS[name].forms if ALGORITHMS[name].lift != "gradient_step" else (None,)
         for form in forms:
             yield pytest.param(name, form, id=f"{name}-{form}")
 

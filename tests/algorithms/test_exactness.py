@@ -31,6 +31,10 @@ SETTINGS = {
     "omwu": [(0.5, 0.1), (1.0, 0.0)],
     "nash_ema": [(0.5, 0.1), (2.0, 0.4)],
     "online_ipo": [(0.02, 0.1), (0.05, 0.4)],
+    "mpo": [(0.5, 0.1), (2.0, 0.4)],
+    "comal": [(0.5, 0.1), (2.0, 0.4)],
+    "nash_prox": [(0.02, 0.1), (0.05, 0.4)],
+    "onpo": [(0.5, 0.1), (1.0, 0.0)],
 }
 
 
@@ -74,7 +78,7 @@ def _cases():
 @pytest.mark.parametrize("name,eta,tau,form,seed", list(_cases()))
 def test_loss_minimiser_equals_exact_step(name, eta, tau, form, seed):
     game = random_game(seed)
-    kw = {"form": form} if name != "online_ipo" else {}
+    kw = {"form": form} if ALGORITHMS[name].lift != "gradient_step" else {}
     alg = get_algorithm(name, eta=eta, tau=tau, **kw)
     rng = np.random.default_rng(100 + seed)
     st = alg.init(np.log(rng.dirichlet(2 * np.ones(5), size=2)), game.log_ref)
@@ -133,7 +137,7 @@ def _inputs(K: int, B: int = 3, seed: int = 0) -> LossInputs:
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_gradcheck_every_loss_form(name):
     tau = 0.0 if ALGORITHMS[name].tau_rule == "zero" else 0.3
-    forms = ALGORITHMS[name].forms if name != "online_ipo" else (None,)
+    forms = ALGORITHMS[name].forms if ALGORITHMS[name].lift != "gradient_step" else (None,)
     for form in forms:
         kw = {"form": form} if form else {}
         alg = get_algorithm(name, eta=0.7, tau=tau, **kw)
