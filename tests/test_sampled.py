@@ -22,6 +22,10 @@ SETTINGS = {  # (eta, tau) that converge in the exact mode
     "omwu": (0.3, 0.1),
     "nash_ema": (0.5, 0.1),  # with beta = 0.5 below
     "online_ipo": (0.05, 0.1),
+    "apo": (0.3, 0.0),
+    "mnpo": (0.5, 0.1),
+    "rspo": (0.5, 0.1),
+    "xpo": (0.1, 1.0),  # tau = beta; XPO's argmin is the regularised best response, a contraction for tau = 1
 }
 
 

@@ -37,17 +37,24 @@ SETTINGS = {
     "omwu": {"eta": 0.5, "tau": 0.1},
     "nash_ema": {"eta": 0.5, "tau": 0.1, "beta": 0.3},
     "online_ipo": {"eta": 0.05, "tau": 0.1},
+    "apo": {"eta": 0.3, "tau": 0.0, "alpha": 0.5},
+    "mnpo": {"eta": 0.5, "tau": 0.1, "lam": 0.5},
+    "rspo": {"eta": 0.5, "tau": 0.1, "tau_forward": 0.05},
+    "xpo": {"eta": 0.1, "tau": 0.5, "alpha": 1e-3},
 }
 #: Extra variants that exercise other branches (free mixture, unregularised extragradient/optimism).
 VARIANTS = {
     "nash_md_mixture": ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 0.5}),
     "egpo_tau0": ("egpo", {"eta": 0.3, "tau": 0.0}),
     "omwu_tau0": ("omwu", {"eta": 0.3, "tau": 0.0}),
+    "xpo_alpha0": ("xpo", {"eta": 0.1, "tau": 0.5, "alpha": 0.0}),
+    "rspo_reverse_only": ("rspo", {"eta": 0.5, "tau": 0.1, "tau_forward": 0.0}),
 }
 CASES = {**{k: (k, v) for k, v in SETTINGS.items()}, **VARIANTS}
 #: Rules whose fixed point is exactly pi*_tau (SPEC.md 1(d)).
-PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo"]
-UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0"]
+PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo", "mnpo", "xpo", "xpo_alpha0",
+                 "rspo_reverse_only"]
+UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0", "apo"]
 
 # rock-paper-scissors of SPEC.md section 0 (eps = 1), start and reference of SPEC.md 12(a)/(b)
 RPS_P = 0.5 + 0.5 * np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -218,10 +225,39 @@ def _closed_form(case: str) -> tuple[int, np.ndarray]:
     if case == "online_ipo":  # theta -= eta * 4 pi (e - E_pi e), e = log(pi/mu) - P pi / tau  (SPEC.md 4)
         e = np.log(p / MU) - RPS_P @ p / 0.1
         return 1, _nrm(p * np.exp(-0.05 * 4 * p * (e - p @ e)))
+    if case == "apo":  # the paper's form: proximal iterates hat, extrapolation (hat_{t+1}/hat_t)^alpha, alpha = 0.5
+        h1 = _nrm(p * np.exp(0.3 * RPS_P @ p))
+        p1 = _nrm(h1**1.5 / p**0.5)  # hat_0 = pi_0
+        h2 = _nrm(p1 * np.exp(0.3 * RPS_P @ p1))
+        return 2, _nrm(h2**1.5 / h1**0.5)
+    if case == "mnpo":  # anchor mu^{eta tau} (pi_t^{1/2} pi_{t-1}^{1/2})^{1 - eta tau}, pi_{-1} = pi_0
+        p1 = _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p))
+        return 2, _nrm((p1**0.5 * p**0.5) ** 0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p1))
+    if case == "rspo":  # forward-KL term eta tau_f mu/pi_t added to OMD's exponent
+        return 1, _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * 0.05 * MU / p + 0.5 * RPS_P @ p))
+    if case == "rspo_reverse_only":
+        return 1, _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p))
+    if case == "xpo_alpha0":  # online IPO's argmin: mu exp(P(. > pi_t) / tau), tau = 0.5
+        return 1, _nrm(MU * np.exp(RPS_P @ p / 0.5))
     raise KeyError(case)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+NO_CLOSED_FORM = ["xpo"]  # alpha > 0: a root of its stationarity condition, checked below
+
+
+def test_xpo_step_solves_its_stationarity_condition_on_rps():
+    """XPO (alpha > 0) has no closed form: its step satisfies 4 (v - E_pi_t v) + alpha (1 - pi/pi_t) = 0 with
+    v = log pi - log mu - P(. > pi_t)/tau (up to a constant), and differs from the alpha = 0 closed form."""
+    alg = build("xpo")
+    st = iterate(alg, RPS_P[None], alg.init(np.log(PI0)[None], np.log(MU)[None]), 1)
+    pi = np.exp(st.logp[0])
+    v = np.log(pi) - np.log(MU) - RPS_P @ PI0 / 0.5
+    f = 4 * (v - PI0 @ v) + 1e-3 * (1 - pi / PI0)
+    np.testing.assert_allclose(f, 0.0, atol=1e-12)
+    assert np.abs(pi - _nrm(MU * np.exp(RPS_P @ PI0 / 0.5))).max() > 1e-6  # the bonus moved it
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - set(NO_CLOSED_FORM)))
 def test_rps_step_equals_closed_form_written_by_hand(case):
     alg = build(case)
     steps, expected = _closed_form(case)
@@ -263,6 +299,13 @@ INVALID = [
     ("mwu", {"eta": 0.5, "form": "sppo"}, "unknown loss form 'sppo'"),
     ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 1.5}, re.escape("mixture must be in [0, 1]")),
     ("nash_ema", {"eta": 0.5, "tau": 0.1, "beta": 0.0}, re.escape("beta (the EMA rate) must be in (0, 1]")),
+    ("apo", {"eta": 0.3, "alpha": 1.0}, re.escape("alpha (the momentum) must be in [0, 1)")),
+    ("apo", {"eta": 0.3, "tau": 0.1}, "is the unregularised rule: tau must be 0"),
+    ("mnpo", {"eta": 0.5, "tau": 0.1, "lam": -0.1}, re.escape("lam (the weight of pi_(t-1) in the history) must be")),
+    ("mnpo", {"eta": 0.5, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("rspo", {"eta": 0.5, "tau": 0.1, "tau_forward": -1.0}, "tau_forward must be finite and >= 0"),
+    ("xpo", {"eta": 0.1, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("xpo", {"eta": 0.1, "tau": 0.5, "alpha": -1.0}, "alpha must be finite and >= 0"),
     ("not_an_algorithm", {"eta": 0.5}, re.escape(f"unknown algorithm 'not_an_algorithm'; known algorithms: {KNOWN}.")),
 ]
 
@@ -365,6 +408,7 @@ def test_loss_is_finite_with_finite_gradient_on_extreme_and_minus_inf_inputs(nam
     hp = dict(SETTINGS[name])
     hp.pop("beta", None)
     alg = get_algorithm(name, **hp, **({"form": form} if form else {}))
+    prev = torch.tensor([[-2e4, -1.2, -3e3], [float("-inf"), -0.9, -1.1], [-0.4, -1.1, -2.5]], dtype=dtype)
     K = 2 if (form is None or form in _losses.PAIR_FORMS) else 3
     inf = float("inf")
     # row 0: extreme but finite log-probs (long sequences); row 1: a response pi_t gives probability 0
@@ -375,7 +419,8 @@ def test_loss_is_finite_with_finite_gradient_on_extreme_and_minus_inf_inputs(nam
     signal = torch.tensor([[1.0, 0.0, 0.5], [0.3, 0.9, 0.1], [0.6, 0.2, 0.7]], dtype=dtype)[:, :K]
     weights = torch.tensor([0.5, 0.0, 0.5], dtype=dtype)
     lp = logp.clone().requires_grad_(True)
-    out = alg.loss(LossInputs(lp, anchor, ref, signal, weights, anchor, 0))
+    prev = prev[:, :K] if alg.uses_previous else None
+    out = alg.loss(LossInputs(lp, anchor, ref, signal, weights, anchor, 0, prev))
     out.loss.backward()
     assert torch.isfinite(out.loss), out.loss
     assert torch.isfinite(lp.grad).all(), lp.grad
@@ -384,5 +429,6 @@ def test_loss_is_finite_with_finite_gradient_on_extreme_and_minus_inf_inputs(nam
         assert torch.isfinite(v).all()
     # dropping the weight-0 row gives the same loss (it is really ignored, not just finite)
     keep = torch.tensor([0, 2])
-    ref_out = alg.loss(LossInputs(logp[keep], anchor[keep], ref[keep], signal[keep], weights[keep], anchor[keep], 0))
+    ref_out = alg.loss(LossInputs(logp[keep], anchor[keep], ref[keep], signal[keep], weights[keep], anchor[keep], 0,
+                                  None if prev is None else prev[keep]))
     torch.testing.assert_close(out.loss.detach(), ref_out.loss)
