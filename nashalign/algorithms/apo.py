@@ -5,19 +5,20 @@ extrapolation.  With ``pi_hat`` the proximal iterates and ``pi`` the extrapolate
 samples)::
 
     pi_hat_{t+1} ∝ pi_t exp( eta P(. > pi_t) )                        (SPPO's proximal step, eta = 1/beta)
-    pi_{t+1}     ∝ pi_hat_{t+1} (pi_hat_{t+1} / pi_hat_t)^alpha        (extrapolation, pi_hat_0 = pi_0)
+    pi_{t+1}     ∝ pi_hat_{t+1} (pi_hat_{t+1} / pi_hat_t)^alpha        (extrapolation, t >= 1)
 
-Eliminating ``pi_hat`` gives one mirror step whose anchor and signal both use the previous iterate::
+Eliminating ``pi_hat`` (``pi_hat_t ∝ pi_{t-1} exp(eta P(. > pi_{t-1}))``) gives one mirror step whose anchor
+and signal both use the previous iterate::
 
     log pi_{t+1} = normalize( (1+alpha) log pi_t - alpha log pi_{t-1}
-                              + eta [ (1+alpha) P(. > pi_t) - alpha P(. > pi_{t-1}) ] ),   t >= 1,
+                              + eta [ (1+alpha) P(. > pi_t) - alpha P(. > pi_{t-1}) ] ).
 
-and at ``t = 0`` (``pi_hat_0 = pi_0``) ``log pi_1 = normalize(log pi_0 + (1+alpha) eta P(. > pi_0))``.
-``alpha = 0`` is SPPO/MWU exactly.  The paper proves an ``O(1/t^2)``-type rate for the (BT-reward) DPO
+nashalign starts the momentum at zero velocity, ``pi_{-1} = pi_0``, so the first step is the plain proximal
+step ``pi_1 = pi_hat_1`` (the opponents are then the same at every ``t``).  ``alpha = 0`` is SPPO/MWU exactly.  The paper proves an ``O(1/t^2)``-type rate for the (BT-reward) DPO
 case under a minimal-sub-optimality-gap assumption; nashalign measures what happens on intransitive
 games (tabular/README.md, "APO acceleration").
 
-Opponents: ``current`` (coefficient ``1 + alpha``) and, from ``t = 1``, ``previous`` (``-alpha``).
+Opponents: ``current`` (coefficient ``1 + alpha``) and ``previous`` (``-alpha``).
 Loss: rule M's forms with the anchor ``(1+alpha) log pi_t - alpha log pi_{t-1}`` (the loss reads
 ``LossInputs.logp_previous``); the table minimiser is the step exactly.  For language models the
 extrapolation is in log-probability space, like the table (the paper's code is not public).
@@ -70,7 +71,7 @@ class APO(MirrorAlgorithm):
 
     def opponents(self, state: State, phase: int = 0) -> tuple[Opponent, ...]:
         cur = Opponent("current", 1.0 + self.alpha, state.logp)
-        if state.t == 0 or self.alpha == 0:
+        if self.alpha == 0:
             return (cur,)
         return (cur, Opponent("previous", -self.alpha, state.memory["prev"]))
 

@@ -68,9 +68,11 @@ def step_one_context(name: str, hp: dict, P, logp, logmu, memory: dict):
         return normalize([logp[y] - eta * 4 * pi[y] * (e[y] - mean_e) for y in range(n)]), {}
     if name == "apo":
         # the paper's two sequences: hat_{t+1} = normalize(log pi_t + eta P(. > pi_t)) (SPPO's proximal step),
-        # pi_{t+1} = normalize((1 + alpha) hat_{t+1} - alpha hat_t), hat_0 = pi_0 (not the library's recursion)
+        # pi_{t+1} = normalize((1 + alpha) hat_{t+1} - alpha hat_t), pi_1 = hat_1 (not the library's recursion)
         alpha = hp.get("alpha", 0.3)
         hat_new = mirror(logp, logmu, win(P, logp), eta, 0.0)
+        if memory["hat"] is None:
+            return hat_new, {"hat": hat_new}
         new = normalize([(1 + alpha) * a - alpha * b for a, b in zip(hat_new, memory["hat"])])
         return new, {"hat": hat_new}
     if name == "mnpo":
@@ -107,7 +109,7 @@ def xpo_reference(P, logp, logmu, tau: float, alpha: float) -> list[float]:
 
 def initial_memory(name: str, logp: list[float]) -> dict:
     if name == "apo":
-        return {"hat": list(logp)}
+        return {"hat": None}
     if name in ("omwu", "mnpo"):
         return {"prev": list(logp)}
     if name == "nash_ema":

@@ -226,10 +226,11 @@ def _closed_form(case: str) -> tuple[int, np.ndarray]:
         e = np.log(p / MU) - RPS_P @ p / 0.1
         return 1, _nrm(p * np.exp(-0.05 * 4 * p * (e - p @ e)))
     if case == "apo":  # the paper's form: proximal iterates hat, extrapolation (hat_{t+1}/hat_t)^alpha, alpha = 0.5
-        h1 = _nrm(p * np.exp(0.3 * RPS_P @ p))
-        p1 = _nrm(h1**1.5 / p**0.5)  # hat_0 = pi_0
+        p1 = h1 = _nrm(p * np.exp(0.3 * RPS_P @ p))  # zero initial velocity: pi_1 = hat_1
         h2 = _nrm(p1 * np.exp(0.3 * RPS_P @ p1))
-        return 2, _nrm(h2**1.5 / h1**0.5)
+        p2 = _nrm(h2**1.5 / h1**0.5)
+        h3 = _nrm(p2 * np.exp(0.3 * RPS_P @ p2))
+        return 3, _nrm(h3**1.5 / h2**0.5)
     if case == "mnpo":  # anchor mu^{eta tau} (pi_t^{1/2} pi_{t-1}^{1/2})^{1 - eta tau}, pi_{-1} = pi_0
         p1 = _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p))
         return 2, _nrm((p1**0.5 * p**0.5) ** 0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p1))

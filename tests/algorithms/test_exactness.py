@@ -39,7 +39,7 @@ SETTINGS = {
 
 
 #: hyperparameters beyond (eta, tau): momentum, history weight, forward KL, exploration bonus
-EXTRA = {"apo": {"alpha": 0.5}, "mnpo": {"lam": 0.4}, "rspo": {"tau_forward": 0.2}, "xpo": {"alpha": 0.05}}
+EXTRA = {"apo": {"alpha": 0.5}, "mnpo": {"lam": 0.4}, "rspo": {"tau_forward": 0.2}, "xpo": {"alpha": 0.02}}
 
 
 def random_game(seed: int, C: int = 2, n: int = 5) -> PreferenceGame:
