@@ -63,3 +63,45 @@ def test_xpo_fixed_point_is_pi_star_tau_the_bonus_vanishes_there():
     star = solve_regularized_nash(GAME, 1.0)
     last = _run("xpo", steps=200, eta=0.1, tau=1.0, alpha=1e-3)
     np.testing.assert_allclose(last, star, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "name,hp,per_prompt",
+    [
+        ("apo", {"eta": 0.3, "tau": 0.0}, 2 * 2),  # opponent: k = 2 responses x 1 sample x 2 opponents (pi_t, pi_{t-1})
+        ("mnpo", {"eta": 0.5, "tau": 0.1}, 1),  # pair: one query per pair from pi_t
+        ("rspo", {"eta": 0.5, "tau": 0.1}, 6),  # winrate: K(K-1)/2 with K = 4
+        ("xpo", {"eta": 0.1, "tau": 1.0}, 1),  # pair
+    ],
+)
+def test_sampled_query_counts_of_the_new_rules(name, hp, per_prompt):
+    from nashalign.sampled import SampledRunner
+
+    game = games.rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    alg = get_algorithm(name, **hp)
+    runner = SampledRunner(game, alg, batch=10, inner_steps=1, seed=0)
+    st = runner.iterate(alg.init(game.log_ref, game.log_ref))
+    assert runner.queries == 10 * per_prompt
+    st = runner.iterate(st)  # the second iteration: APO's and MNPO's previous iterate is used
+    assert runner.queries == 2 * 10 * per_prompt
+    assert np.isfinite(st.logp).all()
+
+
+@pytest.mark.parametrize("name", ["apo", "mnpo"])
+def test_sampled_loss_reads_the_previous_iterate(name):
+    """With a huge sample the sampled step approaches the exact one, which depends on pi_{t-1}."""
+    from nashalign.sampled import SampledRunner
+
+    game = games.rock_paper_scissors(ref=[0.5, 0.3, 0.2])
+    hp = {"apo": {"eta": 0.5, "tau": 0.0, "alpha": 0.5}, "mnpo": {"eta": 1.0, "tau": 0.2, "lam": 0.8}}[name]
+    alg = get_algorithm(name, **hp)
+    st = alg.init(np.log([[0.6, 0.3, 0.1]]), game.log_ref)
+    st = alg.update(st, exact_signal(game.P, alg.opponents(st)))  # now pi_{t-1} != pi_t
+    exact = alg.update(st, exact_signal(game.P, alg.opponents(st)))
+    runner = SampledRunner(game, alg, batch=20000, inner_steps=300, lr=0.05, seed=3, estimator="opponent", k=2)
+    got = runner.iterate(st)
+    err = np.abs(np.exp(got.logp) - np.exp(exact.logp)).max()
+    same_anchor = alg.replace(**({"alpha": 0.0} if name == "apo" else {"lam": 0.0}))
+    other = same_anchor.update(st, exact_signal(game.P, same_anchor.opponents(st)))
+    assert err < 0.02, err
+    assert np.abs(np.exp(other.logp) - np.exp(exact.logp)).max() > 5 * err  # pi_{t-1} matters at this size
