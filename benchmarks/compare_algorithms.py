@@ -109,6 +109,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dump(record: dict[str, Any]) -> str:
+    """JSON with the header indented and one compact line per row (the curves make rows long)."""
+    head = json.dumps({k: v for k, v in record.items() if k != "rows"}, indent=1, default=str)
+    rows = ",\n  ".join(json.dumps(r, default=str, separators=(",", ":")) for r in record["rows"])
+    return head[:-2] + ',\n "rows": [\n  ' + rows + "\n ]\n}\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write", action="store_true", help="overwrite benchmarks/results/compare_algorithms.json/.md")
@@ -131,7 +138,7 @@ def main() -> None:
         record = {**common.header("compare_algorithms", []), "setup": {"N": N, "contexts": C, "seed": SEED,
                   "configs": CONFIGS, "target": TARGET}, "rows": rows}
         out = common.RESULTS / "compare_algorithms.json"
-        out.write_text(json.dumps(record, indent=1, default=str))
+        out.write_text(dump(record))
         (common.RESULTS / "compare_algorithms.md").write_text(md + "\n")
         print(f"wrote {out}")
 
