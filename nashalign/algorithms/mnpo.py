@@ -64,6 +64,10 @@ class MNPO(MirrorAlgorithm):
 
     def target(self, state: State, signal, phase: int = 0):
         eta = self.step_size(state.t)
+        if self.tau * eta > 1 + 1e-12:
+            raise ValueError(
+                f"mnpo: the schedule gave eta_{state.t} = {eta:.4g} with tau = {self.tau}: eta * tau must be <= 1."
+            )
         anchor = population_anchor(state.logp, state.memory["prev"], state.logmu, eta * self.tau, self.lam)
         return _blocks.mirror_step(anchor, eta, signal)
 

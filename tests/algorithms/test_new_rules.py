@@ -105,3 +105,13 @@ def test_sampled_loss_reads_the_previous_iterate(name):
     other = same_anchor.update(st, exact_signal(game.P, same_anchor.opponents(st)))
     assert err < 0.02, err
     assert np.abs(np.exp(other.logp) - np.exp(exact.logp)).max() > 5 * err  # pi_{t-1} matters at this size
+
+
+def test_mnpo_schedule_that_breaks_eta_tau_raises_at_that_step():
+    alg = get_algorithm("mnpo", eta=lambda t: 0.5 if t < 2 else 20.0, tau=0.1)
+    g = games.rock_paper_scissors()
+    st = alg.init(g.log_ref, g.log_ref)
+    for _ in range(2):
+        st = alg.update(st, exact_signal(g.P, alg.opponents(st)))
+    with pytest.raises(ValueError, match=r"eta_2 = 20 with tau = 0.1: eta \* tau must be <= 1"):
+        alg.update(st, exact_signal(g.P, alg.opponents(st)))
