@@ -136,6 +136,7 @@ class SampledRunner:
         anchor = logp_t[rows_ctx, resp]  # (R, K)
         ref = logmu[rows_ctx, resp]
         beh = behavior[rows_ctx, resp]
+        prev = self._torch(state.memory["prev"])[rows_ctx, resp] if alg.uses_previous else None  # log pi_{t-1}
         if self.table is None:
             self.table = SoftmaxTable(logp_t)
         else:
@@ -153,7 +154,7 @@ class SampledRunner:
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             logp_theta = self.table.log_probs()[rows_ctx, resp]  # (R, K)
-            out = alg.loss(LossInputs(logp_theta, anchor, ref, signal, None, beh, state.t))
+            out = alg.loss(LossInputs(logp_theta, anchor, ref, signal, None, beh, state.t, prev))
             (out.loss * scale).backward()
             opt.step()
         new = self.table.log_probs().detach()

@@ -26,6 +26,10 @@ SETTINGS = {  # (eta, tau) that converge in the exact mode
     "comal": (0.5, 0.1),
     "nash_prox": (0.05, 0.5),  # with beta = 0.1 below
     "onpo": (0.3, 0.1),
+    "apo": (0.3, 0.0),
+    "mnpo": (0.5, 0.1),
+    "rspo": (0.5, 0.1),
+    "xpo": (0.1, 1.0),  # tau = beta; XPO's argmin is the regularised best response, a contraction for tau = 1
 }
 EXTRA = {"nash_ema": {"beta": 0.5}, "nash_prox": {"beta": 0.1}, "mpo": {"every": 20}, "comal": {"every": 10}}
 

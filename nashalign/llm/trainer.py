@@ -15,7 +15,8 @@ phase::
 
 and the model after the last phase is ``pi_{t+1}``, the next anchor.  Opponent kinds map to samplers:
 ``current`` = the policy at the start of the phase; ``mixture`` = the token-level geometric mixture
-``pi^{1-w} mu^w`` (``w = opponent.mix``); ``previous`` = the parameters of iteration ``t - 1`` (OMWU);
+``pi^{1-w} mu^w`` (``w = opponent.mix``); ``previous`` = the parameters of iteration ``t - 1`` (OMWU; also kept, and every response scored under
+it as ``LossInputs.logp_previous``, for algorithms with ``uses_previous``: APO, MNPO);
 ``half`` = the extragradient half step (EGPO: phase 0 trains ``theta_t`` into the half step, phase 1
 samples the opponent from it, restores ``theta_t`` (and the optimizer state) and trains again against
 the same anchor ``pi_t``); ``ema`` = parameters averaged with rate ``opponent.mix`` (Nash-EMA).
@@ -609,6 +610,10 @@ class NashTrainer:
             )
         signal = fb.signal.to(device=dev, dtype=torch.float32)
         self.queries += int(fb.queries)
+        previous = None
+        if alg.uses_previous:  # log pi_{t-1}(y) for anchors that use the previous iterate (APO, MNPO)
+            with self.policy.using(self._previous):
+                previous = self._logprobs(fb.responses, model=self._train_module())[index.to(dev)]
 
         terms: dict[str, list[float]] = {}
         grad_norms: list[float] = []
@@ -635,6 +640,7 @@ class NashTrainer:
                                     # responses sampled from pi_t: the behaviour policy is the anchor
                                     logp_behavior=anchor_m if fb.behavior == "current" else None,
                                     step=t,
+                                    logp_previous=None if previous is None else previous[m],
                                 )
                             )
                             if not torch.isfinite(out.loss):
@@ -672,11 +678,12 @@ class NashTrainer:
         self._gen_stats = {"sequences": 0, "tokens": 0, "seconds": 0.0}
         start = time.perf_counter()
         queries_before = self.queries
-        theta_t = self.policy.snapshot() if ("previous" in kinds or alg.phases > 1) else None
+        keep_previous = "previous" in kinds or alg.uses_previous  # OMWU's opponent; APO's / MNPO's anchor
+        theta_t = self.policy.snapshot() if (keep_previous or alg.phases > 1) else None
         opt_t = None
         if alg.phases > 1 and self.config.extragradient_restore_optimizer:
             opt_t = copy.deepcopy(self.optimizer.state_dict())
-        if "previous" in kinds and self._previous is None:
+        if keep_previous and self._previous is None:
             self._previous = theta_t  # pi_{-1} := pi_0, as the tabular init
         if "ema" in kinds and self._ema is None:
             self._ema = self.policy.snapshot()  # theta_bar_0 = theta_0
@@ -698,7 +705,7 @@ class NashTrainer:
             phase_metrics.append(self._phase(t, phase))
         if not keep_half:
             self._half = None
-        if "previous" in kinds:
+        if keep_previous:
             self._previous = theta_t
         if "ema" in kinds:
             beta = next(o.mix for p in range(alg.phases) for o in alg.neural_opponents(t, p) if o.kind == "ema")
