@@ -267,6 +267,9 @@ class LengthControlledWinRate:
         raw: the plain mean answer; length_coef, length_coef_stderr: ``beta_1`` and its standard error.
         scale: ``s``, the length differences' standard deviation (0: no length variation, ``beta_1`` not fitted).
         n, num_prompts, confidence: as in :class:`WinRate`.
+        method: ``"mle"``, or ``"firth"`` when the answers are separated by length and the maximum-likelihood
+            estimate does not exist (Firth's penalised likelihood keeps it finite); ``"constant"`` when every
+            answer is 0 or every answer is 1.
     """
 
     mean: float
@@ -280,6 +283,7 @@ class LengthControlledWinRate:
     n: int
     num_prompts: int
     confidence: float = 0.95
+    method: str = "mle"
 
     def as_dict(self, prefix: str = "lc_win_rate") -> dict[str, float]:
         return {
@@ -302,37 +306,45 @@ def _sigmoid(z: np.ndarray | float) -> Any:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-10) -> np.ndarray:
-    """Maximum-likelihood ``beta`` of ``P(y=1) = sigmoid(X beta)`` with fractional ``y`` (Newton, step halving)."""
+def _fit_logistic(X: np.ndarray, y: np.ndarray, firth: bool = False, max_iter: int = 200, tol: float = 1e-10) -> np.ndarray:
+    """``beta`` of ``P(y=1) = sigmoid(X beta)`` with fractional ``y``: maximum likelihood, or Firth's penalised
+    likelihood ``l(beta) + log det I(beta) / 2`` (finite under separation).  Newton / Fisher scoring with step
+    halving; raises ``ValueError`` when it does not converge to finite values."""
     beta = np.zeros(X.shape[1])
 
-    def loglik(b: np.ndarray) -> float:
+    def objective(b: np.ndarray) -> float:
         eta = X @ b
-        return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        ll = float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+        if firth:
+            mu = _sigmoid(eta)
+            sign, logdet = np.linalg.slogdet((X * (mu * (1 - mu))[:, None]).T @ X)
+            ll += 0.5 * logdet if sign > 0 else -np.inf
+        return ll
 
-    ll = loglik(beta)
+    obj = objective(beta)
     for _ in range(max_iter):
         mu = _sigmoid(X @ beta)
-        grad = X.T @ (y - mu)
-        hess = (X * (mu * (1 - mu))[:, None]).T @ X
+        info = (X * (mu * (1 - mu))[:, None]).T @ X
         try:
-            step = np.linalg.solve(hess, grad)
+            inv = np.linalg.inv(info)
         except np.linalg.LinAlgError:
             break
+        resid = y - mu
+        if firth:  # Firth's modified score: y - mu + h (1/2 - mu), h the hat-matrix diagonal
+            h = mu * (1 - mu) * np.einsum("ij,jk,ik->i", X, inv, X)
+            resid = resid + h * (0.5 - mu)
+        step = inv @ (X.T @ resid)
         t = 1.0
         while t > 1e-8:
             cand = beta + t * step
-            ll_c = loglik(cand)
-            if ll_c >= ll - 1e-12:
+            obj_c = objective(cand)
+            if obj_c >= obj - 1e-12:
                 break
             t /= 2
-        beta, ll = cand, ll_c
+        beta, obj = cand, obj_c
         if np.max(np.abs(t * step)) < tol and np.all(np.abs(beta) < 30):
             return beta
-    raise ValueError(
-        "the length-controlled regression did not converge: the answers are (almost) separated by the length "
-        "difference (e.g. the longer response always wins); report the plain win rate instead."
-    )
+    raise ValueError("the length-controlled regression did not converge to finite coefficients.")
 
 
 def _sandwich(X: np.ndarray, y: np.ndarray, beta: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -359,7 +371,8 @@ def length_controlled(
 
     Fits ``P(a ≻ b) = sigmoid(beta_0 + beta_1 tanh((len_a - len_b) / s))`` by maximum likelihood and returns
     ``sigmoid(beta_0)`` with a cluster-robust interval (clusters: ``prompt_index``; None: every comparison its
-    own).  All answers 0 or all 1 give ``LC`` = that value with an undefined interval (``[0, 1]``).
+    own).  All answers 0 or all 1 give ``LC`` = that value with an undefined interval (``[0, 1]``); answers
+    separated by length (no finite maximum-likelihood estimate) are fitted with Firth's penalty instead.
     """
     y = np.asarray(torch.as_tensor(values).detach().double().cpu(), dtype=np.float64).reshape(-1)
     la = np.asarray(torch.as_tensor(len_a).detach().double().cpu(), dtype=np.float64).reshape(-1)
@@ -382,10 +395,13 @@ def length_controlled(
     if y.min() == y.max() and y[0] in (0.0, 1.0):
         nan = float("nan")
         return LengthControlledWinRate(float(y[0]), nan, 0.0, 1.0, length_coef=0.0, length_coef_stderr=nan,
-                                       scale=scale, **common)  # fmt: skip
+                                       scale=scale, method="constant", **common)  # fmt: skip
     cols = [np.ones_like(y)] + ([np.tanh(d / scale)] if scale > 0 else [])
     X = np.stack(cols, axis=1)
-    beta = _fit_logistic(X, y)
+    try:
+        beta, method = _fit_logistic(X, y), "mle"
+    except ValueError:  # (quasi-)separation, e.g. the longer response always wins: Firth's finite estimate
+        beta, method = _fit_logistic(X, y, firth=True), "firth"
     cov = _sandwich(X, y, beta, groups)
     se0 = float(np.sqrt(max(cov[0, 0], 0.0)))
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
@@ -398,6 +414,7 @@ def length_controlled(
         length_coef=float(beta[1]) if scale > 0 else 0.0,
         length_coef_stderr=float(np.sqrt(max(cov[1, 1], 0.0))) if scale > 0 else float("nan"),
         scale=scale,
+        method=method,
         **common,
     )
 

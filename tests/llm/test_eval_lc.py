@@ -88,8 +88,26 @@ def test_lc_without_length_variation_is_the_logit_mean_and_edge_cases():
         length_controlled([0.5, 1.5], [1, 2], [1, 1])
     with pytest.raises(ValueError, match="one entry per comparison"):
         length_controlled([0.5, 0.5], [1, 2, 3], [1, 1])
-    with pytest.raises(ValueError, match="separated"):
-        length_controlled([1.0, 1.0, 0.0, 0.0], [5, 6, 1, 2], [1, 1, 5, 6])  # the longer always wins
+
+
+def test_lc_under_separation_uses_firths_penalised_likelihood():
+    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])  # the longer response always wins: no finite MLE
+    la, lb = np.array([5, 6, 1, 1, 9, 2]), np.array([1, 1, 5, 6, 2, 9])  # differences +-4, +-5, +-7
+    res = length_controlled(y, la, lb)
+    assert res.method == "firth" and 0 < res.ci_low <= res.mean <= res.ci_high < 1
+    d = (la - lb).astype(float)
+    X = np.stack([np.ones(6), np.tanh(d / d.std())], 1)
+
+    def neg_penalised(b):
+        eta = X @ b
+        mu = 1 / (1 + np.exp(-eta))
+        info = (X * (mu * (1 - mu))[:, None]).T @ X
+        return -(np.sum(y * eta - np.logaddexp(0, eta)) + 0.5 * np.linalg.slogdet(info)[1])
+
+    opt = minimize(neg_penalised, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14})
+    assert res.mean == pytest.approx(1 / (1 + math.exp(-opt.x[0])), abs=1e-5)
+    assert res.length_coef == pytest.approx(opt.x[1], abs=1e-4)
+    assert res.mean == pytest.approx(0.5, abs=1e-6)  # the data are symmetric about zero length difference
 
 
 def test_missing_eos_penalty_values_and_consistency():
