@@ -306,7 +306,9 @@ def _sigmoid(z: np.ndarray | float) -> Any:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, firth: bool = False, max_iter: int = 200, tol: float = 1e-10) -> np.ndarray:
+def _fit_logistic(
+    X: np.ndarray, y: np.ndarray, firth: bool = False, max_iter: int = 200, tol: float = 1e-10
+) -> np.ndarray:
     """``beta`` of ``P(y=1) = sigmoid(X beta)`` with fractional ``y``: maximum likelihood, or Firth's penalised
     likelihood ``l(beta) + log det I(beta) / 2`` (finite under separation).  Newton / Fisher scoring with step
     halving; raises ``ValueError`` when it does not converge to finite values."""
