@@ -4,8 +4,8 @@
     python benchmarks/bench_served.py --pairs 2000 --concurrency 1 8 32 --fault-rate 0.05
 
 For each concurrency: one call with ``--pairs`` pairs (one request each, log-prob answers), wall time,
-throughput (pairs/s) and per-pair latency percentiles (from the request's start to its answer, retries
-included).  Then the same burst through the fault proxy (``--fault-rate`` of requests get a 429 with
+throughput (pairs/s) and per-pair latency percentiles (from the first attempt's start, once a concurrency
+slot is free, to the answer, retries and back-off included).  Then the same burst through the fault proxy (``--fault-rate`` of requests get a 429 with
 Retry-After 1 s, a 500, a malformed body or a dropped connection; answers are checked against the fault-free
 ones), and a rerun through the persistent cache (every pair a hit, no request).  Writes
 ``results/served-<machine>.json`` and ``.md``.  Numbers depend on the server's CPU share: the vLLM engine and

@@ -146,7 +146,8 @@ class ServedJudgeOracle(OracleBase):
         name: a display name.
 
     Attributes:
-        requests, retries: HTTP attempts made and retried so far; last_latencies: seconds per pair of the last call.
+        requests, retries: HTTP attempts made and retried so far; last_latencies: seconds per pair of the last
+            call, from its first attempt's start (after waiting for a free slot) to its answer, retries included.
     """
 
     def __init__(
@@ -308,13 +309,14 @@ class ServedJudgeOracle(OracleBase):
 
     async def _query(self, state: _CallState, i: int, text: str) -> tuple[float, float, int, str]:
         """One pair's answer ``(p, stderr, n, method)``, with retries."""
-        start = time.perf_counter()
+        start: float | None = None  # the first attempt's start: waiting for a free slot is not latency
         headers = self._headers()
         last: BaseException | None = None
         for attempt in range(self.max_retries + 1):
             try:
                 async with state.semaphore:
                     await state.throttle(self.rate_limit)
+                    start = time.perf_counter() if start is None else start
                     out = await self._answer(state.client, text, headers)
                 state.latencies[i] = time.perf_counter() - start
                 return out
@@ -323,6 +325,8 @@ class ServedJudgeOracle(OracleBase):
                 if attempt < self.max_retries:
                     self.retries += 1
                     await asyncio.sleep(self._delay(attempt, err.wait))
+            except OracleError as err:  # not retryable (a 4xx, a missing key, no verdict): name the query
+                raise OracleError(f"{err} [query #{i}: {describe_pair(*state.pairs[i])}]") from err
         raise OracleError(
             f"{self.name}: gave up on query #{i} ({describe_pair(*state.pairs[i])}) at {self.base_url} after "
             f"{self.max_retries + 1} attempts; last error: {last}"
@@ -375,7 +379,10 @@ class ServedJudgeOracle(OracleBase):
     def _from_samples(self, data: dict[str, Any]) -> tuple[float, float, int]:
         counts = [0, 0]
         for choice in data["choices"]:
-            text = choice.get("message", {}).get("content") if self.api == "chat" else choice.get("text")
+            try:
+                text = choice["message"]["content"] if self.api == "chat" else choice["text"]
+            except (KeyError, TypeError) as err:
+                raise _Transient(f"a malformed choice in the body: {_snippet(str(choice))}") from err
             verdict = str(text or "").strip()
             hits = [verdict.startswith(c) for c in self.choices]
             if hits[0] != hits[1]:

@@ -111,3 +111,43 @@ def test_truncation_ignores_eos_tokens_in_the_prompt(random_lm_dir, load_policy)
                   seed=0, missing_eos_penalty=1.0)  # fmt: skip
     assert res.finished_a.tolist() == [False] * 4 and res.finished_b.tolist() == [False] * 4
     assert res.win_rate.mean == 0.5  # both truncated: the oracle's answer stands
+
+
+def _app(script, *overrides, path=""):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=f"{root}:{path}")
+    proc = subprocess.run([sys.executable, str(root / "llm" / script), *overrides], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_llm_apps_log_heldout_and_length_controlled_win_rates(tmp_path):
+    out = tmp_path / "run"
+    (tmp_path / "tmpjudges.py").write_text(
+        "import torch\n"
+        "def longer(prompts, first, second):\n"
+        "    return torch.tensor([float(len(a) > len(b)) for a, b in zip(first, second)])\n"
+    )
+    fast = ["model.warmup_steps=20", "trainer.iterations=2", "trainer.prompts_per_iteration=2",
+            "trainer.max_new_tokens=4", "trainer.epochs=1", "trainer.progress=false", "trainer.eval_every=1"]  # fmt: skip
+    _app("train.py", *fast, f"hydra.run.dir={out}", "trainer.eval_prompts=[pick one, choose]", "trainer.eval_samples=2",
+         "trainer.missing_eos_penalty=1.0",
+         "trainer.eval_oracle={_target_: nashalign.oracles.from_callable, fn: tmpjudges.longer}", path=str(tmp_path))  # fmt: skip
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    assert all(0 <= r["eval/win_rate"] <= 1 and 0 <= r["eval/lc_win_rate"] <= 1 for r in rows)
+    assert all(r["eval/queries"] == 4 for r in rows)
+    assert (out / "eval_curves.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval/win_rate"] == rows[-1]["eval/win_rate"]
+    stdout = _app("evaluate.py", f"eval.checkpoint={out / 'final'}", "eval.samples_per_prompt=2", "eval.max_new_tokens=4",
+                  "model.warmup_steps=20", f"hydra.run.dir={tmp_path / 'eval'}", "trainer.missing_eos_penalty=1.0")  # fmt: skip
+    record = json.loads((tmp_path / "eval" / "win_rate.json").read_text())
+    assert 0 <= record["lc_win_rate/ci_low"] <= record["lc_win_rate"] <= record["lc_win_rate/ci_high"] <= 1
+    assert "length-controlled: LC" in stdout
