@@ -269,7 +269,8 @@ class LengthControlledWinRate:
         n, num_prompts, confidence: as in :class:`WinRate`.
         method: ``"mle"``, or ``"firth"`` when the answers are separated by length and the maximum-likelihood
             estimate does not exist (Firth's penalised likelihood keeps it finite); ``"constant"`` when every
-            answer is 0 or every answer is 1.
+            answer is 0 or every answer is 1; ``"undetermined"`` (every number NaN) when neither fit converges,
+            e.g. on a handful of comparisons with nearly equal length differences.
     """
 
     mean: float
@@ -344,7 +345,7 @@ def _fit_logistic(
                 break
             t /= 2
         beta, obj = cand, obj_c
-        if np.max(np.abs(t * step)) < tol and np.all(np.abs(beta) < 30):
+        if np.max(np.abs(t * step)) < tol and np.all(np.abs(beta) < (1e6 if firth else 30)):
             return beta
     raise ValueError("the length-controlled regression did not converge to finite coefficients.")
 
@@ -374,7 +375,8 @@ def length_controlled(
     Fits ``P(a ≻ b) = sigmoid(beta_0 + beta_1 tanh((len_a - len_b) / s))`` by maximum likelihood and returns
     ``sigmoid(beta_0)`` with a cluster-robust interval (clusters: ``prompt_index``; None: every comparison its
     own).  All answers 0 or all 1 give ``LC`` = that value with an undefined interval (``[0, 1]``); answers
-    separated by length (no finite maximum-likelihood estimate) are fitted with Firth's penalty instead.
+    separated by length (no finite maximum-likelihood estimate) are fitted with Firth's penalty instead; when
+    that fails too the result is NaN (``method="undetermined"``) rather than an error, so evaluation never stops.
     """
     y = np.asarray(torch.as_tensor(values).detach().double().cpu(), dtype=np.float64).reshape(-1)
     la = np.asarray(torch.as_tensor(len_a).detach().double().cpu(), dtype=np.float64).reshape(-1)
@@ -403,7 +405,12 @@ def length_controlled(
     try:
         beta, method = _fit_logistic(X, y), "mle"
     except ValueError:  # (quasi-)separation, e.g. the longer response always wins: Firth's finite estimate
-        beta, method = _fit_logistic(X, y, firth=True), "firth"
+        try:
+            beta, method = _fit_logistic(X, y, firth=True), "firth"
+        except ValueError:  # e.g. as many distinct lengths as coefficients: LC is not identified
+            nan = float("nan")
+            return LengthControlledWinRate(nan, nan, nan, nan, length_coef=nan, length_coef_stderr=nan,
+                                           scale=scale, method="undetermined", **common)  # fmt: skip
     cov = _sandwich(X, y, beta, groups)
     se0 = float(np.sqrt(max(cov[0, 0], 0.0)))
     z = NormalDist().inv_cdf(0.5 + confidence / 2)

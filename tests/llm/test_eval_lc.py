@@ -82,6 +82,8 @@ def test_lc_without_length_variation_is_the_logit_mean_and_edge_cases():
     same = np.full(6, 10.0)
     res = length_controlled(y, same, same)
     assert res.mean == pytest.approx(y.mean(), abs=1e-12) and res.scale == 0.0 and res.length_coef == 0.0
+    tiny = length_controlled([1.0, 0.5], [3, 1], [4, 3])  # two pairs, nearly equal tanh(d/s): not identified
+    assert tiny.method == "undetermined" and math.isnan(tiny.mean)
     ones = length_controlled(np.ones(4), [1, 2, 3, 4], [2, 2, 2, 2])
     assert ones.mean == 1.0 and (ones.ci_low, ones.ci_high) == (0.0, 1.0)
     with pytest.raises(ValueError, match="probabilities"):
