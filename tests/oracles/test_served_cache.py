@@ -152,3 +152,18 @@ def test_unreachable_server_gives_a_clear_error():
     with pytest.raises(OracleError, match=rf"127\.0\.0\.1:{port}.*query #0.*connection failed"):
         judge(["q"], ["a"], ["b"])
     assert judge.requests == 2 and judge.retries == 1
+
+
+def test_served_config_composes_symmetrized_with_the_disk_cache(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    overrides = ["oracle.oracle.base_url=http://127.0.0.1:9/v1", "oracle.oracle.model=judge",
+                 "oracle.oracle.api_key_env=MY_JUDGE_KEY", f"oracle.wrappers.cache_path={tmp_path / 'p.sqlite'}"]  # fmt: skip
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="oracle/served", overrides=overrides)
+    oracle = instantiate(cfg.oracle)
+    judge = oracle.unwrap()
+    assert type(oracle).__name__ == "DiskCachedOracle" and isinstance(judge, ServedJudgeOracle)
+    assert oracle.identity() == f"SymmetrizedOracle({judge.identity()})"
+    assert judge.api_key_env == "MY_JUDGE_KEY" and judge.template.startswith("Which response")
