@@ -9,7 +9,8 @@ slot is free, to the answer, retries and back-off included).  Then the same burs
 Retry-After 1 s, a 500, a malformed body or a dropped connection; answers are checked against the fault-free
 ones), and a rerun through the persistent cache (every pair a hit, no request).  Writes
 ``results/served-<machine>.json`` and ``.md``.  Numbers depend on the server's CPU share: the vLLM engine and
-this client run on the same cores.
+this client run on the same cores.  A retried pair waits again for a free slot behind the pairs still queued, so
+under faults its latency includes part of the burst's queue (the p99 of the fault row).
 """
 
 from __future__ import annotations
