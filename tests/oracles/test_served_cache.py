@@ -167,3 +167,24 @@ def test_served_config_composes_symmetrized_with_the_disk_cache(tmp_path):
     assert type(oracle).__name__ == "DiskCachedOracle" and isinstance(judge, ServedJudgeOracle)
     assert oracle.identity() == f"SymmetrizedOracle({judge.identity()})"
     assert judge.api_key_env == "MY_JUDGE_KEY" and judge.template.startswith("Which response")
+
+
+def test_rate_limit_spaces_request_starts():
+    import asyncio
+
+    from nashalign.oracles.served import _CallState
+
+    async def starts(rate: float, n: int) -> list[float]:
+        state = _CallState(None, asyncio.Semaphore(n), [], [])
+        loop = asyncio.get_running_loop()
+        out: list[float] = []
+
+        async def one() -> None:
+            await state.throttle(rate)
+            out.append(loop.time())
+
+        await asyncio.gather(*[one() for _ in range(n)])
+        return sorted(out)
+
+    t = asyncio.run(starts(50.0, 10))
+    assert all(t[k] - t[0] >= k / 50.0 - 2e-3 for k in range(10))  # the k-th start waits k / rate seconds
