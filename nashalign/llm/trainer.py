@@ -282,7 +282,9 @@ class TrainerConfig:
             if not self.eval_prompts:
                 raise ValueError("trainer.eval_prompts is empty; give held-out prompts or null.")
         if self.eval_oracle is not None and not (callable(self.eval_oracle) or isinstance(self.eval_oracle, str)):
-            raise ValueError(f"trainer.eval_oracle must be an oracle or a dotted import path, got {self.eval_oracle!r}.")
+            raise ValueError(
+                f"trainer.eval_oracle must be an oracle or a dotted import path, got {self.eval_oracle!r}."
+            )
         if isinstance(self.eval_samples, bool) or not isinstance(self.eval_samples, int) or self.eval_samples < 1:
             raise ValueError(f"trainer.eval_samples must be an integer >= 1, got {self.eval_samples!r}.")
 
