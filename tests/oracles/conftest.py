@@ -123,10 +123,9 @@ def served_judge_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(served_judge_dir):
-    """A vLLM OpenAI-compatible server on 127.0.0.1 serving ``served_judge_dir`` as ``tiny-judge``, shared by
-    every served test and stopped at the end.  Skips when ``NASHALIGN_VLLM_PYTHON`` (default
-    ``<repo>/.venv-vllm/bin/python``) is missing or cannot import vllm."""
+def vllm_python() -> str:
+    """The interpreter with vLLM (``NASHALIGN_VLLM_PYTHON``, default ``<repo>/.venv-vllm/bin/python``); skips
+    every served test, before any model is built, when it is missing or cannot import vllm."""
     import subprocess
 
     python = _vllm_python()
@@ -135,8 +134,15 @@ def vllm_server(served_judge_dir):
     probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, timeout=600)
     if probe.returncode != 0:
         pytest.skip(f"{python} cannot import vllm: {probe.stderr.decode(errors='replace')[-300:]}")
+    return python
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_python, served_judge_dir):
+    """A vLLM OpenAI-compatible server on 127.0.0.1 serving ``served_judge_dir`` as ``tiny-judge``, shared by
+    every served test and stopped at the end."""
     from nashalign.oracles._loopback import VLLMServer
 
-    server = VLLMServer(python, served_judge_dir).start()
+    server = VLLMServer(vllm_python, served_judge_dir).start()
     yield server
     server.stop()
