@@ -28,7 +28,7 @@ $(PY):
 # torch first and pinned (a CPU build here), so that nothing installed after it pulls a CUDA build.
 $(STAMP): pyproject.toml | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -q -e ".[dev,llm,embed]"
+	$(PY) -m pip install -q -e ".[dev,llm,embed,served]"
 	@touch $(STAMP)
 
 setup: $(STAMP)

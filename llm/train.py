@@ -36,6 +36,8 @@ def main(cfg: DictConfig) -> dict:
     trainer_values = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_values.get("output_dir") is None:
         trainer_values["output_dir"] = str(out_dir)
+    if isinstance(trainer_values.get("eval_oracle"), dict):  # issue 17: a {_target_: ...} oracle node
+        trainer_values["eval_oracle"] = instantiate(cfg.trainer.eval_oracle)
     config = TrainerConfig.from_mapping(trainer_values)  # bad values fail here, before any model is built
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -73,6 +75,13 @@ def main(cfg: DictConfig) -> dict:
                     summary[f"{key}_before"], summary[f"{key}_after"] = first[key], last[key]
             print("\n".join(lines))
         print(f"{trainer.iteration} iterations, {trainer.queries} oracle queries; metrics: {out_dir / 'metrics.jsonl'}")
+        if config.eval_prompts:  # issue 17: the held-out evaluation's curves
+            from nashalign.llm.trainer import collect_runs, plot_curves
+
+            keys = ("eval/win_rate", "eval/lc_win_rate")
+            plot_curves(collect_runs(out_dir), out_dir / "eval_curves.png", keys, title="held-out evaluation")
+            last = history[-1]
+            summary.update({k: last[k] for k in keys if k in last})
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 

@@ -48,7 +48,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,14 @@ class TrainerConfig:
     Evaluation, logging, checkpoints:
         eval_every (`int`, defaults to 1): call the ``evaluate`` callback every this many iterations (0: only
             before and after training).
+        eval_prompts (`list[str]`, *optional*): held-out prompts; on the ``eval_every`` schedule the policy is
+            compared with its reference there (``eval/win_rate``, ``eval/lc_win_rate``, with intervals; see
+            :func:`nashalign.llm.evaluate.heldout_metrics`), ``eval_samples`` samples per prompt.
+        eval_oracle (*optional*): the held-out evaluation's oracle (a callable, or a dotted import path); default
+            the training oracle.  Not part of checkpoints or tracker configs.
+        missing_eos_penalty (`float`, *optional*): ``lambda`` in ``[0, 1]``; responses cut off at
+            ``max_new_tokens`` lose (``P' = clip(P - lambda (c_a - c_b), 0, 1)``, ``c = 1`` if truncated), in the
+            training feedback and the held-out evaluation.
         track_win_rate (`bool`, defaults to True): each iteration, one fresh sample per prompt from
             ``pi_{t+1}`` against one anchor sample from ``pi_t`` under the oracle (``B`` extra generations and
             queries, counted as ``eval_queries``, not ``queries``).
@@ -177,6 +185,12 @@ class TrainerConfig:
     num_threads: int | None = None
     lora: dict[str, Any] | None = None
     eval_every: int = 1
+    # --- issue 17 hook (held-out evaluation, missing-EOS penalty): logic in nashalign/llm/evaluate.py
+    eval_prompts: list[str] | None = None
+    eval_oracle: Any = None
+    eval_samples: int = 2
+    missing_eos_penalty: float | None = None
+    # --- end of issue 17 hook
     track_win_rate: bool = True
     output_dir: str = "outputs/llm"
     save_every: int = 0
@@ -200,6 +214,7 @@ class TrainerConfig:
             positive_int(name)
         for name in ("top_k", "warmup_steps", "seed", "eval_every", "save_every"):
             positive_int(name, allow_zero=True)
+        self._check_eval()  # issue 17 hook
         for name in ("logprob_batch_size", "generation_batch_size", "save_total_limit", "num_threads"):
             if getattr(self, name) is not None:
                 positive_int(name)
@@ -256,6 +271,24 @@ class TrainerConfig:
             raise ValueError(f"trainer.log_with: unknown tracker(s) {bad}; choose from {list(TRACKERS)} (or null).")
         self.log_with = names
 
+    def _check_eval(self) -> None:
+        """Issue 17 hook: validate the held-out evaluation and the missing-EOS penalty."""
+        from nashalign.llm.evaluate import _check_penalty
+
+        _check_penalty(self.missing_eos_penalty)
+        if self.eval_prompts is not None:
+            if isinstance(self.eval_prompts, str) or not all(isinstance(p, str) for p in self.eval_prompts):
+                raise ValueError("trainer.eval_prompts must be a list of prompt strings (or null: no held-out eval).")
+            self.eval_prompts = list(self.eval_prompts)
+            if not self.eval_prompts:
+                raise ValueError("trainer.eval_prompts is empty; give held-out prompts or null.")
+        if self.eval_oracle is not None and not (callable(self.eval_oracle) or isinstance(self.eval_oracle, str)):
+            raise ValueError(
+                f"trainer.eval_oracle must be an oracle or a dotted import path, got {self.eval_oracle!r}."
+            )
+        if isinstance(self.eval_samples, bool) or not isinstance(self.eval_samples, int) or self.eval_samples < 1:
+            raise ValueError(f"trainer.eval_samples must be an integer >= 1, got {self.eval_samples!r}.")
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainerConfig:
         """Build from a dict / OmegaConf node; unknown keys raise a ``ValueError`` naming the known ones."""
@@ -276,7 +309,11 @@ class TrainerConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, eval_oracle=None))  # issue 17 hook: an oracle object is not a setting
+        if self.eval_oracle is not None:
+            from nashalign.oracles.base import oracle_name
+
+            d["eval_oracle"] = self.eval_oracle if isinstance(self.eval_oracle, str) else oracle_name(self.eval_oracle)
         d["adam_betas"] = list(self.adam_betas)
         return d
 
@@ -368,6 +405,10 @@ class NashTrainer:
         self.policy = policy
         self.alg = algorithm
         self.oracle = oracle
+        if cfg.missing_eos_penalty:  # issue 17 hook: truncated responses lose (texts are tagged in _generate)
+            from nashalign.llm.evaluate import missing_eos_penalized
+
+            self.oracle = missing_eos_penalized(oracle, cfg.missing_eos_penalty)
         self.prompts = prompts
         self.evaluate_fn = evaluate
         self.estimator = cfg.estimator or algorithm.estimator
@@ -501,6 +542,10 @@ class NashTrainer:
                 batch_size=cfg.generation_batch_size,
             )
         self._gen_stats["seconds"] += time.perf_counter() - start
+        if cfg.missing_eos_penalty:  # issue 17 hook: responses carry their finished flag to the oracle
+            from nashalign.llm.evaluate import tag_finished
+
+            samples.texts = tag_finished(samples.texts, samples.finished)
         self._gen_stats["sequences"] += len(samples)
         self._gen_stats["tokens"] += int(samples.response_mask.sum())
         return samples
@@ -736,7 +781,7 @@ class NashTrainer:
         metrics["tokens_per_s"] = gen["tokens"] / gen["seconds"] if gen["seconds"] > 0 else float("nan")
         metrics["peak_memory_mb"] = _peak_memory_mb(self.accelerator.device)
         ev = self.config.eval_every
-        if self.evaluate_fn is not None and (
+        if (self.evaluate_fn is not None or self.config.eval_prompts) and (  # issue 17 hook: or held-out eval
             (ev and self.iteration % ev == 0) or self.iteration == self.config.iterations
         ):
             metrics.update(self._evaluate())
@@ -755,8 +800,33 @@ class NashTrainer:
         return float(p.mean())
 
     def _evaluate(self) -> dict[str, float]:
-        out = self.evaluate_fn(self.policy) if self.evaluate_fn is not None else {}
-        return {str(k): float(v) for k, v in dict(out).items()}
+        out = dict(self.evaluate_fn(self.policy)) if self.evaluate_fn is not None else {}
+        if self.config.eval_prompts:  # issue 17 hook: held-out win rates against the reference
+            out.update(self._heldout())
+        return {str(k): float(v) for k, v in out.items()}
+
+    def _heldout(self) -> dict[str, float]:
+        """Issue 17 hook: :func:`nashalign.llm.evaluate.heldout_metrics` on ``config.eval_prompts``."""
+        from nashalign.llm.evaluate import heldout_metrics
+        from nashalign.oracles import as_oracle
+
+        cfg = self.config
+        oracle = self.oracle if cfg.eval_oracle is None else as_oracle(cfg.eval_oracle)
+        if cfg.eval_oracle is None and cfg.missing_eos_penalty:
+            oracle = oracle.inner  # heldout_metrics applies the penalty itself
+        with self._gathered():
+            out = heldout_metrics(
+                self.policy,
+                cfg.eval_prompts,
+                oracle,
+                k=cfg.eval_samples,
+                max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature,
+                seed=cfg.seed + 10_007 * self.iteration,
+                missing_eos_penalty=cfg.missing_eos_penalty,
+            )
+        self.eval_queries += int(out["eval/queries"])
+        return out
 
     def _reduce(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """Average float metrics (sum the counters) over processes; a no-op on one process."""
@@ -789,7 +859,7 @@ class NashTrainer:
             self._trackers_started = True
         if self.iteration == 0 and not self.history:
             row: dict[str, Any] = {"iteration": 0, "queries": 0}
-            if self.evaluate_fn is not None:
+            if self.evaluate_fn is not None or cfg.eval_prompts:  # issue 17 hook: or held-out eval
                 row.update(self._evaluate())
             self.history.append(row)
             self._log(row)
