@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench docs docs-numbers docs-check clean
 
 # A torch the interpreter already has (e.g. a CUDA build) is kept: the venv then sees system packages.
 $(PY):
@@ -28,7 +28,7 @@ $(PY):
 # torch first and pinned (a CPU build here), so that nothing installed after it pulls a CUDA build.
 $(STAMP): pyproject.toml | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install -q -e ".[dev,llm,embed]"
+	$(PY) -m pip install -q -e ".[dev,llm,embed,served]"
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -43,10 +43,27 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check nashalign tabular llm benchmarks tests
 
+# --write: replace the committed results in benchmarks/results/ (without it the scripts write into outputs/benchmarks/).
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/bench_tabular.py
-	$(PY) benchmarks/bench_losses.py
+	$(PY) benchmarks/bench_tabular.py --write
+	$(PY) benchmarks/bench_losses.py --write
+
+# Rerun the apps' presets (tabular demo, EGPO's tabular comparison, the LM benchmark, make demo's LM run; ~10 min
+# on 2 cores), record them in benchmarks/results/app_*.json, then rewrite every number the docs quote from them.
+docs-numbers: $(STAMP)
+	$(PY) benchmarks/bench_apps.py --write
+	$(PY) benchmarks/docs_numbers.py --write
+
+# Check only: exit 1 when a quoted number differs from its results file (also a test: tests/test_docs_numbers.py).
+docs-check: $(STAMP)
+	$(PY) benchmarks/docs_numbers.py --check
+
+# The docs site (mkdocs-material + mkdocstrings): the guides in docs/ and the API reference from the docstrings.
+# --strict fails on a broken link, a docstring that does not parse, or a public name missing from the reference.
+docs: $(STAMP)
+	$(PY) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun .pytest_cache site

@@ -832,6 +832,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads on each side (CPU)")
     ap.add_argument("--timeout", type=float, default=1200.0)
     ap.add_argument("--no-correctness", action="store_true")
+    ap.add_argument("--write", action="store_true", help="write into benchmarks/results/ (replace the committed results)")
     ap.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.update(OFFLINE)
@@ -867,8 +868,8 @@ def main() -> None:
             record["throughput"][m] = {"model": info, "results": results, "ratios": ratios(results)}
         if not args.no_correctness:
             record["correctness"] = correctness(args, peers, work)
-            png = common.RESULTS / "llm_peers-correctness.png"
-            common.RESULTS.mkdir(parents=True, exist_ok=True)
+            png = common.results_dir(args.write) / "llm_peers-correctness.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
             plot(record["correctness"], png)
             record["correctness"]["plot"] = str(png.relative_to(common.REPO))
     finally:
@@ -876,7 +877,7 @@ def main() -> None:
     record["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     md = tables(record)
     machine = common.machine_slug() + ("-cuda" if args.device == "cuda" else "")
-    js, mdp = common.write("llm_peers", machine, record, "# LLM trainers side by side with TRL\n\n" + md)
+    js, mdp = common.write("llm_peers", machine, record, "# LLM trainers side by side with TRL\n\n" + md, publish=args.write)
     print(f"\nwrote {js.relative_to(common.REPO)} and {mdp.relative_to(common.REPO)}\n")
     print(md)
 

@@ -71,8 +71,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of this many loops")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda adds CUDA columns")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
-    ap.add_argument("--machine", default=None, help="name in the results file (default: CPU model and cores)")
-    ap.add_argument("--no-write", action="store_true", help="print only")
+    common.add_output_args(ap)  # --write / --machine: replace the committed results; default: outputs/benchmarks/
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,7 +116,7 @@ def main() -> None:
         + common.markdown_table(table, cols)
     )
     if not args.no_write:
-        js, mdp = common.write("losses", machine, rec, md)
+        js, mdp = common.write("losses", machine, rec, md, publish=common.publishing(args))
         print(f"wrote {js} and {mdp}", file=sys.stderr)
     print(md)
 

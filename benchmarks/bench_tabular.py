@@ -441,6 +441,25 @@ def available(module: str) -> str | None:
     return None
 
 
+def nashpy_peers(A: list[np.ndarray], Ps: list[np.ndarray], n: int, peer_timeout: float, skip_lh_from: list) -> dict[str, Any]:
+    """nashpy's LP and Lemke-Howson on the games; "not installed" (never a time-out) without nashpy.
+
+    Lemke-Howson is skipped for every ``n`` at or above one where it did not finish in time
+    (``skip_lh_from``); an error other than a time-out does not skip larger games.
+    """
+    err = available("nashpy")
+    if err:
+        return {name: {"status": "not installed: " + err, "games_timed": 0} for name in ("nashpy LP", "nashpy Lemke-Howson")}
+    out = {"nashpy LP": peer_games(_peer_nashpy_lp, A, Ps, 10 * peer_timeout)}
+    if any(n >= m for m in skip_lh_from):
+        out["nashpy Lemke-Howson"] = {"status": f"did not finish (> {peer_timeout:g} s at n = {min(skip_lh_from)})", "games_timed": 0}
+    else:
+        out["nashpy Lemke-Howson"] = peer_games(_peer_nashpy_lh, A, Ps, peer_timeout)
+        if out["nashpy Lemke-Howson"]["status"].startswith("did not finish"):
+            skip_lh_from.append(n)
+    return out
+
+
 def bench_minimax(g: PreferenceGame, n: int, C: int, budget: float, peer_timeout: float, skip_lh_from: list) -> dict[str, Any]:
     P = np.asarray(g.P)
     row: dict[str, Any] = {"n": n, "C": C}
@@ -465,13 +484,7 @@ def bench_minimax(g: PreferenceGame, n: int, C: int, budget: float, peer_timeout
     Ps = [P[c] for c in range(k)]
     solve_nash(PreferenceGame(P[:1]), check=False)  # compile cvxpy's DPP LP once (n <= 128), outside the timing
     peers: dict[str, Any] = {"nashalign solve_nash": peer_games(_peer_solve_nash, Ps, Ps, 10 * peer_timeout)}
-    peers["nashpy LP"] = peer_games(_peer_nashpy_lp, A, Ps, 10 * peer_timeout)
-    if any(n >= m for m in skip_lh_from):
-        peers["nashpy Lemke-Howson"] = {"status": f"did not finish (> {peer_timeout:g} s at n = {min(skip_lh_from)})", "games_timed": 0}
-    else:
-        peers["nashpy Lemke-Howson"] = peer_games(_peer_nashpy_lh, A, Ps, peer_timeout)
-        if peers["nashpy Lemke-Howson"]["status"] != "ok":
-            skip_lh_from.append(n)
+    peers.update(nashpy_peers(A, Ps, n, peer_timeout, skip_lh_from))
     err = available("pyspiel")
     peers["OpenSpiel LP"] = {"status": "not installed: " + err} if err else peer_games(_peer_openspiel, A, Ps, 10 * peer_timeout)
     for p in peers.values():
@@ -586,9 +599,8 @@ def main() -> None:
     ap.add_argument("--max-gb", type=float, default=2.0, help="skip sizes whose P (float64) exceeds this")
     ap.add_argument("--peer-timeout", type=float, default=20.0, help="Lemke-Howson cap per game (s); LPs get 10x")
     ap.add_argument("--prox-budget", type=float, default=20.0, help="cap per proximal-point run in (c), seconds")
-    ap.add_argument("--machine", default=None, help="name in the results file (default: CPU model and cores)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--no-write", action="store_true", help="print only")
+    common.add_output_args(ap)
     args = ap.parse_args()
 
     import torch
@@ -646,7 +658,7 @@ def main() -> None:
     rec["total_seconds"] = time.perf_counter() - t_start
     md = tables(rec)
     if not args.no_write:
-        js, mdp = common.write("tabular", machine, rec, md)
+        js, mdp = common.write("tabular", machine, rec, md, publish=common.publishing(args))
         log(f"wrote {js} and {mdp}")
     print(md)
 

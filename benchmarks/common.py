@@ -18,6 +18,8 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
+#: Where a run writes unless asked to replace the committed results (git-ignored).
+SCRATCH = REPO / "outputs" / "benchmarks"
 
 
 def cpu_model() -> str:
@@ -136,14 +138,43 @@ def fmt_s(x: float | None) -> str:
     return f"{x:.3g} s"
 
 
-def write(name: str, machine: str, record: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>-<machine>.json`` and ``.md``; returns both paths."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def add_output_args(ap: Any) -> None:
+    """``--write``, ``--machine`` and ``--no-write``: where a benchmark script puts its results."""
+    ap.add_argument("--write", action="store_true",
+                    help="write into benchmarks/results/ (the committed results), replacing a file of the same name")
+    ap.add_argument("--machine", default=None,
+                    help="name in the results file (default: CPU model and cores); naming it also means --write")
+    ap.add_argument("--no-write", action="store_true", help="print only")  # fmt: skip
+
+
+def publishing(args: Any) -> bool:
+    """True when the user asked to write into ``benchmarks/results/`` (``--write`` or an explicit ``--machine``)."""
+    return bool(getattr(args, "write", False) or getattr(args, "machine", None))
+
+
+def results_dir(publish: bool) -> Path:
+    """``benchmarks/results/`` when publishing, else the git-ignored scratch folder ``outputs/benchmarks/``."""
+    return RESULTS if publish else SCRATCH
+
+
+def write(name: str, machine: str, record: dict[str, Any], markdown: str, *, publish: bool = False) -> tuple[Path, Path]:
+    """Write ``<name>-<machine>.json`` and ``.md``; returns both paths.
+
+    Into ``benchmarks/results/`` only with ``publish`` (the script's ``--write`` or ``--machine``): a plain run
+    never overwrites the committed results, it writes into ``outputs/benchmarks/`` and says so.
+    """
+    out = results_dir(publish)
+    out.mkdir(parents=True, exist_ok=True)
     record["load_average_end"] = load_average()
-    js = RESULTS / f"{name}-{machine}.json"
-    md = RESULTS / f"{name}-{machine}.md"
+    js = out / f"{name}-{machine}.json"
+    md = out / f"{name}-{machine}.md"
     js.write_text(json.dumps(record, indent=1, default=_jsonable) + "\n")
     md.write_text(markdown + "\n")
+    if not publish:
+        import sys
+
+        print(f"(results written to {out}, not to benchmarks/results/: pass --write to replace the committed "
+              "results)", file=sys.stderr)  # fmt: skip
     return js, md
 
 

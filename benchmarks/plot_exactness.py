@@ -3,12 +3,14 @@
 For each algorithm, on a random 5-response game: (i) minimise ``alg.loss`` over a softmax table with exact
 (enumerated) weights — the error to ``alg.update`` is at the optimiser's tolerance (~1e-9); (ii) minimise it
 on ``B`` sampled contexts with Bernoulli preference feedback — the error shrinks like ``1/sqrt(B)``.
-Writes ``docs/exactness.png`` and ``benchmarks/results/exactness.json``.  Run: ``python benchmarks/plot_exactness.py``.
+With ``--write`` it replaces ``docs/exactness.png`` and ``benchmarks/results/exactness.json``; without, it writes both
+into ``outputs/benchmarks/``.  Run: ``python benchmarks/plot_exactness.py --write``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -89,11 +91,13 @@ def main() -> None:
     ax.set_title("Loss minimiser vs exact tabular update (one iteration)")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
-    out = ROOT / "docs" / "exactness.png"
-    out.parent.mkdir(exist_ok=True)
+    write = "--write" in sys.argv[1:]  # replace the committed plot and results only when asked
+    out = (ROOT / "docs" if write else ROOT / "outputs" / "benchmarks") / "exactness.png"
+    results = (ROOT / "benchmarks" / "results" if write else out.parent) / "exactness.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
-    (ROOT / "benchmarks" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "benchmarks" / "results" / "exactness.json").write_text(json.dumps({"batches": BATCHES, "rows": rows}, indent=1))
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps({"batches": BATCHES, "rows": rows}, indent=1))
     print(f"wrote {out}")
 
 

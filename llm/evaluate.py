@@ -5,9 +5,10 @@
     python llm/evaluate.py model=hf model.name_or_path=<base> eval.checkpoint=<run>/final \
         oracle=reward_model oracle.oracle.name_or_path=<reward model> data=jsonl data.source=heldout.jsonl
 
-Uses the same config groups as llm/train.py (``conf/llm.yaml``): ``model`` builds the reference policy,
+Uses the same config groups as llm/train.py (``conf/llm/llm.yaml``): ``model`` builds the reference policy,
 ``oracle`` judges (the synthetic task's own oracle with ``data=synthetic``), ``data`` gives the prompts.
-Writes ``win_rate.json`` into the Hydra output directory.
+Writes ``win_rate.json`` (the win rate and the length-controlled win rate ``lc_win_rate``, with intervals) into the
+Hydra output directory.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from omegaconf import DictConfig
 log = logging.getLogger("nashalign.llm.evaluate")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+@hydra.main(version_base="1.3", config_path="../conf/llm", config_name="llm")
 def main(cfg: DictConfig) -> dict:
     from nashalign.llm.app import build_policy, load_data, select_oracle
-    from nashalign.llm.evaluate import win_rate
+    from nashalign.llm.evaluate import compare
     from nashalign.llm.policy import CausalLMPolicy
 
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -55,7 +56,7 @@ def main(cfg: DictConfig) -> dict:
     else:
         policy_b = CausalLMPolicy.from_pretrained(str(ev.against), device=device, use_chat_template=_chat(cfg))
         label_b = str(ev.against)
-    result = win_rate(
+    comparison = compare(
         policy_a,
         policy_b,
         prompts,
@@ -65,9 +66,17 @@ def main(cfg: DictConfig) -> dict:
         temperature=float(ev.temperature),
         seed=int(ev.seed),
         confidence=float(ev.confidence),
+        missing_eos_penalty=ev.get("missing_eos_penalty", None),
     )
+    result, lc = comparison.win_rate, comparison.length_controlled
     print(f"win rate of {checkpoint} vs {label_b}: {result}")
-    record = {"checkpoint": checkpoint, "against": label_b, **result.as_dict(), "per_prompt": list(result.per_prompt)}
+    print(f"length-controlled: {lc}")
+    record = {
+        "checkpoint": checkpoint,
+        "against": label_b,
+        **comparison.as_dict(),
+        "per_prompt": list(result.per_prompt),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "win_rate.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record

@@ -1,4 +1,4 @@
-"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm.yaml``).
+"""Online Nash learning on a causal LM: the llm app (run by path, configured by ``conf/llm/llm.yaml``).
 
     python llm/train.py                                   # nash_md on the known-equilibrium benchmark (tiny LM, CPU)
     python llm/train.py algorithm=egpo trainer.iterations=40
@@ -20,14 +20,14 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("nashalign.llm.train")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="llm")
+@hydra.main(version_base="1.3", config_path="../conf/llm", config_name="llm")
 def main(cfg: DictConfig) -> dict:
+    from nashalign.configs import instantiate_algorithm  # imported here: --help stays free of the tabular schema
     from nashalign.llm.app import build_policy, load_data, select_oracle
     from nashalign.llm.synthetic import ExactEvaluator, response_distribution
     from nashalign.llm.trainer import NashTrainer, TrainerConfig
@@ -36,10 +36,14 @@ def main(cfg: DictConfig) -> dict:
     trainer_values = OmegaConf.to_container(cfg.trainer, resolve=True)
     if trainer_values.get("output_dir") is None:
         trainer_values["output_dir"] = str(out_dir)
+    if isinstance(trainer_values.get("eval_oracle"), dict):  # issue 17: a {_target_: ...} oracle node
+        from hydra.utils import instantiate
+
+        trainer_values["eval_oracle"] = instantiate(cfg.trainer.eval_oracle)
     config = TrainerConfig.from_mapping(trainer_values)  # bad values fail here, before any model is built
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
-    algorithm = instantiate(cfg.algorithm)
+    algorithm = instantiate_algorithm(cfg.algorithm)  # null keys = the constructor's defaults (not passed)
 
     from nashalign.llm._load import process_state
 
@@ -77,6 +81,13 @@ def main(cfg: DictConfig) -> dict:
                     summary[f"{key}_before"], summary[f"{key}_after"] = first[key], last[key]
             print("\n".join(lines))
         print(f"{trainer.iteration} iterations, {trainer.queries} oracle queries; metrics: {out_dir / 'metrics.jsonl'}")
+        if config.eval_prompts:  # issue 17: the held-out evaluation's curves
+            from nashalign.llm.runs import collect_runs, plot_curves
+
+            keys = ("eval/win_rate", "eval/lc_win_rate")
+            plot_curves(collect_runs(out_dir), out_dir / "eval_curves.png", keys, title="held-out evaluation")
+            last = history[-1]
+            summary.update({k: last[k] for k in keys if k in last})
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 

@@ -3,7 +3,9 @@
 Exact equilibria of preference games (cvxpy), every game-theoretic alignment algorithm run exactly on
 them, from sampled feedback, and lifted to neural policies with the same update rules.
 
-Quickstart:
+Examples:
+    Quickstart: solve a regularised game to machine precision.
+
     >>> import nashalign as na
     >>> game = na.games.rock_paper_scissors(ref=[0.7, 0.2, 0.1])
     >>> res = na.solve(game, "egpo", eta=0.5, tau=0.1, steps=300)

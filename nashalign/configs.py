@@ -8,6 +8,9 @@
   ``make demo`` solve 6 programs, not 33, under any launcher.
 * :class:`SweepSummary` (``hydra.callbacks.summary``) prints a ``[k/N]`` progress tag per job and, at
   the end of a sweep, writes and prints the summary table and the plots (:mod:`nashalign.reporting`).
+* :func:`instantiate_algorithm` and :func:`algorithm_label` build the ``algorithm`` node and name its row: a
+  custom ``algorithm._target_=my_pkg.MyAlg`` on top of a shipped option is labelled by its own ``name``;
+  :func:`inline_group_overrides` lets ``game='{_target_: ..., P: [...]}'`` replace the group's option.
 * :func:`egpo_repo_algorithm` builds the baselines of EGPO's tabular simulation from the repo's
   ``(beta, lr)`` (the ``egpo_tabular`` experiment).
 
@@ -21,7 +24,10 @@ import hashlib
 import logging
 import math
 import os
+import re
+import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,7 @@ from typing import Any
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nashalign import reporting
@@ -38,7 +45,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "RunConfig",
     "SweepSummary",
+    "algorithm_label",
     "egpo_repo_algorithm",
+    "inline_group_overrides",
+    "instantiate_algorithm",
     "job_tag",
     "reference_target",
     "register_configs",
@@ -123,6 +133,82 @@ def run_settings(node: Any) -> RunConfig:
     if not isinstance(obj, RunConfig):  # a plain dict node (no schema): validate through the dataclass
         obj = RunConfig(**obj)
     return obj
+
+
+# ============================================================================ building and naming the algorithm
+def instantiate_algorithm(node: Any) -> Any:
+    """Instantiate an ``algorithm`` config node, leaving out the keys whose value is null.
+
+    In every shipped ``conf/algorithm/*.yaml`` a null (``form: null``, ``mixture: null``) means "the
+    constructor's default", so leaving it out changes nothing for them; it lets a custom class given by
+    ``algorithm._target_=my_pkg.MyAlg`` on top of any option receive only the keys it can take (Hydra 1.3
+    cannot delete a null key with ``~algorithm.mixture``: hydra issue 2829).
+    """
+    values = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    if not isinstance(values, dict) or "_target_" not in values:
+        raise ValueError(
+            f"the algorithm config needs a _target_ (e.g. algorithm=egpo or algorithm._target_=my_pkg.MyAlg), "
+            f"got {values!r}."
+        )
+    return instantiate({k: v for k, v in values.items() if v is not None})
+
+
+def _option_target(group: str, choice: str) -> str | None:
+    """The ``_target_`` of option ``choice`` of ``group`` as its file in the app's search path sets it."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        sources = HydraConfig.get().runtime.config_sources
+    except Exception:  # outside a Hydra app
+        return None
+    for src in sources:
+        if src.schema != "file":
+            continue
+        path = Path(src.path) / group / f"{choice}.yaml"
+        if path.is_file():
+            target = OmegaConf.load(path).get("_target_")
+            return str(target) if target is not None else None
+    return None
+
+
+def algorithm_label(node: Any, choice: str | None, algorithm: Any) -> str:
+    """The row label of a run: the option's name (``nash_md_pg``) unless ``_target_`` was replaced.
+
+    ``algorithm._target_=my_pkg.HalfMix`` on top of ``algorithm=omd`` builds a ``HalfMix``, which is
+    labelled by its own ``name`` (``half_mix``) in the log line, ``run.json`` and ``summary.md``, as in
+    ``result.json``; so is an inline or option-less algorithm node.
+    """
+    if choice is None:
+        return str(algorithm.name)
+    shipped = _option_target("algorithm", choice)
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if shipped is not None and target is not None and str(target) != shipped:
+        return str(algorithm.name)
+    return str(choice)
+
+
+_INLINE = re.compile(r"^(?P<group>[A-Za-z_][\w]*)=\s*\{")
+
+
+def inline_group_overrides(argv: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """Let ``group='{_target_: ..., key: value}'`` on the command line replace the group's default option.
+
+    Hydra merges a dict given to a group key into the default option (``game={...}`` onto ``rps``: ``Key 'P'
+    is not in struct``).  Each such argument becomes ``~group`` and ``+group={...}``: the default option is
+    dropped and the inline node is the whole ``group`` config.  Other arguments are returned unchanged.
+
+    Args:
+        argv: ``sys.argv`` (the program name first).
+        groups: the app's group names that may be given inline (``game``, ``algorithm``).
+    """
+    out = list(argv[:1])
+    for arg in argv[1:]:
+        m = _INLINE.match(arg)
+        if m and m.group("group") in groups and f"~{m.group('group')}" not in argv:
+            out += [f"~{m.group('group')}", f"+{arg}"]
+        else:
+            out.append(arg)
+    return out
 
 
 # ============================================================================ exact targets
@@ -268,7 +354,7 @@ def job_tag() -> str:
 class SweepSummary(Callback):
     """Hydra callback: per-job progress, and at the end the summary table (printed) and the plots.
 
-    Configure in ``conf/tabular.yaml`` under ``hydra.callbacks.summary``.  It reads the ``run.json`` files
+    Configure in ``conf/tabular/tabular.yaml`` under ``hydra.callbacks.summary``.  It reads the ``run.json`` files
     the jobs wrote (:func:`nashalign.reporting.write_run`), so it works with any launcher.
 
     Args:
@@ -301,6 +387,7 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global _SWEEP_TOTAL
+        self._started = time.time()
         _SWEEP_TOTAL = _sweep_size(config)
         if _SWEEP_TOTAL is not None:
             sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -310,13 +397,35 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._summarize(Path(str(config.hydra.sweep.dir)), sweep=True)
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.time()
+
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._summarize(Path(str(config.hydra.run.dir)), sweep=False)
+        root = Path(str(config.hydra.run.dir))
+        job = kwargs.get("job_return")
+        if job is not None and getattr(job, "status", None) is not None and job.status.name == "FAILED":
+            err: Any = None
+            try:
+                _ = job.return_value  # re-raises the job's exception
+            except Exception as e:
+                err = e
+            print(f"run failed ({type(err).__name__}: {err}); nothing summarized and no plot written in {root}")
+            return
+        self._summarize(root, sweep=False)
+
+    #: A ``run.json`` written up to this many seconds before the callback started counts as current
+    #: (file times are coarser than ``time.time()``); older ones are stale runs of an earlier launch.
+    _CLOCK_SLACK = 1.0
 
     def _summarize(self, root: Path, sweep: bool) -> None:
-        runs = reporting.load_runs(root)
+        started = getattr(self, "_started", None)
+        since = None if started is None else started - self._CLOCK_SLACK
+        runs = reporting.load_runs(root, since=since, recursive=sweep)
+        stale = len(reporting.load_runs(root, recursive=sweep)) - len(runs) if since is not None else 0
+        if stale:
+            print(f"ignored {stale} run.json file(s) under {root} left by an earlier launch")
         if not runs:
-            print(f"no run.json under {root}: nothing to summarize")
+            print(f"no run.json from this launch under {root}: nothing to summarize")
             return
         out = reporting.write_summary(
             root,

@@ -354,7 +354,7 @@ def solve_nash(
         ValueError: unknown or uninstalled solver, or ``tol`` not positive.
         EquilibriumError: the check failed and ``throw=True``.
 
-    Example:
+    Examples:
         >>> from nashalign import games
         >>> from nashalign.equilibrium import solve_nash
         >>> solve_nash(games.rock_paper_scissors()).round(6).tolist()
@@ -560,7 +560,7 @@ def solve_regularized_nash(
         ValueError: ``tau <= 0``, a bad ``ref``, or an unknown solver.
         EquilibriumError: the check failed and ``throw=True``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from nashalign import games
         >>> from nashalign.equilibrium import solve_regularized_nash

@@ -67,7 +67,7 @@ class PreferenceGame:
         ValueError: wrong shape, non-finite values, values outside ``[0, 1]``, ``P + P^T != 1``, or a
             ``ref`` that is negative or does not sum to 1.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from nashalign import PreferenceGame, games
         >>> g = games.rock_paper_scissors()

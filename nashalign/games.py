@@ -100,7 +100,7 @@ def rock_paper_scissors(eps: float = 1.0, ref: Any = None) -> PreferenceGame:
         eps: win margin in ``[0, 1]``; ``P(paper > rock) = (1 + eps)/2``.
         ref: reference policy ``mu`` (uniform if omitted).
 
-    Example:
+    Examples:
         >>> from nashalign.games import rock_paper_scissors
         >>> rock_paper_scissors(eps=0.5).P[0].tolist()
         [[0.5, 0.25, 0.75], [0.75, 0.5, 0.25], [0.25, 0.75, 0.5]]
@@ -130,7 +130,7 @@ def cyclic(n: int, eps: float = 1.0, ref: Any = None) -> PreferenceGame:
         eps: win margin in ``[0, 1]``.
         ref: reference policy ``mu`` (uniform if omitted).
 
-    Example:
+    Examples:
         >>> from nashalign.games import cyclic
         >>> (cyclic(5).P[0] - 0.5)[0].tolist()    # response 0 beats 4 and 3, loses to 1 and 2
         [0.0, -0.5, -0.5, 0.5, 0.5]
@@ -161,7 +161,7 @@ def bradley_terry(rewards: Any, beta: float = 1.0, ref: Any = None) -> Preferenc
         beta: temperature ``> 0``.
         ref: reference policy ``mu`` (uniform if omitted).
 
-    Example:
+    Examples:
         >>> from nashalign.games import bradley_terry
         >>> g = bradley_terry([0.0, 1.0])
         >>> round(float(g.P[0, 1, 0]), 6)        # sigmoid(1)
@@ -189,7 +189,7 @@ def population(rewards: Any, weights: Any = None, beta: float = 1.0, ref: Any = 
         beta: temperature ``> 0`` shared by the raters.
         ref: reference policy ``mu`` (uniform if omitted).
 
-    Example:
+    Examples:
         >>> from nashalign.games import population
         >>> g = population([[1.0, 0.0], [0.0, 3.0]], weights=[0.75, 0.25])
         >>> round(float(g.P[0, 0, 1]), 6)       # 0.75 sigmoid(1) + 0.25 sigmoid(-3)
@@ -230,7 +230,7 @@ def condorcet(strength: float = 5.0, ref: Any = None) -> PreferenceGame:
         strength: reward gap between consecutive ranks, ``> 0``.
         ref: reference policy ``mu`` (uniform if omitted).
 
-    Example:
+    Examples:
         >>> from nashalign.games import condorcet
         >>> g = condorcet(strength=5.0)
         >>> [round(float(g.P[0, i, (i + 1) % 3]), 4) for i in range(3)]     # a>b, b>c, c>a
@@ -261,7 +261,7 @@ def gpm(embeddings: Any, eigenvalues: Any = None, beta: float = 1.0, ref: Any = 
         beta: temperature ``> 0`` (the GPM reward models use 0.1).
         ref: reference policy ``mu`` (uniform if omitted).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from nashalign.games import gpm
         >>> ang = 2 * np.pi * np.arange(3) / 3
@@ -321,7 +321,7 @@ def random_game(
         ref: reference policy: None (uniform), ``"random"`` (``mu = softmax(z)`` with logits
             ``z ~ N(0, 1)`` per context, as EGPO initialises its reference), or probabilities.
 
-    Example:
+    Examples:
         >>> from nashalign.games import random_game
         >>> g = random_game(4, num_contexts=2, seed=0, ref="random")
         >>> g.P.shape, g.ref.shape, bool(abs(g.ref.sum(-1) - 1).max() < 1e-12)
@@ -383,7 +383,7 @@ def from_counts(
         ref: reference policy ``mu`` (uniform if omitted).
         return_stderr: also return the per-entry standard errors, same shape as ``wins``.
 
-    Example:
+    Examples:
         >>> from nashalign.games import from_counts
         >>> g, se = from_counts([[0, 8], [2, 0]], smoothing=1.0, return_stderr=True)
         >>> g.P[0].tolist()
@@ -431,7 +431,7 @@ def sample_games(
         A game with ``K`` contexts (``(n, n)`` counts) or ``K * C`` contexts ordered draw-major
         (context ``k * C + c`` is draw ``k`` of context ``c``).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from nashalign.games import sample_games
         >>> g = sample_games([[0, 30], [10, 0]], num_samples=1000, seed=0)

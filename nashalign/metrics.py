@@ -105,7 +105,7 @@ def exploitability(game: PreferenceGame, policy: Any, tau: float = 0.0, ref: Any
     Returns:
         A float for a single-context game, else a ``(C,)`` array.
 
-    Example:
+    Examples:
         >>> from nashalign import games, exploitability
         >>> exploitability(games.rock_paper_scissors(), [1.0, 0.0, 0.0])
         0.5

@@ -67,6 +67,7 @@ def exact_loss_inputs(
     ref = _t(state.logmu, logp_theta)
     sig = _t(signal, logp_theta)
     rho = anchor if behavior is None else _t(behavior, logp_theta)
+    prev = _t(state.memory["prev"], logp_theta) if getattr(alg, "uses_previous", False) else None
     form = getattr(alg, "form", "regression")
     if form in _losses.PAIR_FORMS:
         ii, jj = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
@@ -76,5 +77,6 @@ def exact_loss_inputs(
             return torch.stack([x[:, ii], x[:, jj]], -1).reshape(-1, 2)  # (C n^2, 2)
 
         w = (torch.exp(rho[:, ii] + rho[:, jj])).reshape(-1)  # (C n^2,)
-        return LossInputs(pairs(logp_theta), pairs(anchor), pairs(ref), pairs(sig), w, pairs(rho), state.t)
-    return LossInputs(logp_theta, anchor, ref, sig, torch.exp(rho), rho, state.t)
+        prev_pairs = None if prev is None else pairs(prev)
+        return LossInputs(pairs(logp_theta), pairs(anchor), pairs(ref), pairs(sig), w, pairs(rho), state.t, prev_pairs)
+    return LossInputs(logp_theta, anchor, ref, sig, torch.exp(rho), rho, state.t, prev)

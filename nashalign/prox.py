@@ -33,7 +33,7 @@ import numpy as np
 
 from nashalign import _xp
 from nashalign._validation import check_positive
-from nashalign.algorithms.egpo import EGPO
+from nashalign.algorithms.comal import COMAL
 from nashalign.equilibrium import _expl_skew, _skew, _support_polish
 from nashalign.game import PreferenceGame
 from nashalign.metrics import expl_logp
@@ -84,7 +84,9 @@ def solve_minimax(
         max_outer: outer-step budget.
         tol: target exploitability.
         check_every: outer steps between exploitability checks (each costs one matvec).
-        backend, device, dtype: as in :func:`nashalign.solve`.
+        backend: as in :func:`nashalign.solve`.
+        device: as in :func:`nashalign.solve`.
+        dtype: as in :func:`nashalign.solve`.
         polish: at every check, try the float64 support polish (module docstring) on the contexts whose
             exploitability is below ``polish_below`` but not yet below ``tol`` (and fell threefold since the
             context's last attempt); a context whose polished policy reaches ``tol`` is finished with it.
@@ -97,7 +99,7 @@ def solve_minimax(
     check_positive(tol, "tol")
     check_positive(polish_below, "polish_below")
     g = game.to(backend, device=device, dtype=dtype)
-    alg = EGPO(eta=eta, tau=tau)
+    alg = COMAL(eta=eta, tau=tau, every=int(inner_steps))  # the registered prox-point rule, one definition
     P = g.P
     logp = g.log_ref
     t0 = time.perf_counter()
@@ -105,6 +107,7 @@ def solve_minimax(
     done = np.zeros(C, dtype=bool)  # contexts finished by the polish
     last_try = np.full(C, np.inf)  # exploitability at each context's last polish attempt
     exact = np.zeros((C, g.num_responses))  # their polished policies (float64)
+    st = alg.init(logp, logp)  # the first centre is the start
     A = None
     k = 0
 
@@ -132,8 +135,7 @@ def solve_minimax(
     converged = bool(np.max(expl) < tol)
     while not converged and k < int(max_outer):
         k += 1
-        st = alg.init(logp, logp)  # magnet = the previous outer solution
-        for _ in range(int(inner_steps)):
+        for _ in range(int(inner_steps)):  # COMAL resets its centre to the iterate after every inner_steps
             for phase in range(2):
                 st = alg.update(st, exact_signal(P, alg.opponents(st, phase)), phase)
         logp = st.logp

@@ -41,7 +41,11 @@ __all__ = [
     "equilibria_rows",
     "equilibria_table",
     "one_line",
+    "curves_figure",
+    "metric_name",
     "plot_curves",
+    "plot_metric_histories",
+    "plot_results",
     "read_json",
     "run_record",
     "summary_rows",
@@ -163,7 +167,7 @@ def markdown_table(
         digits: significant digits for floats (:func:`format_number`).
         tiny: floats below this in absolute value print as ``~0``.
 
-    Example:
+    Examples:
         >>> print(markdown_table([{"alg": "egpo", "kl": 1.5e-9}], ["alg", ("kl", "KL")]))
         | alg | KL |
         |---|---|
@@ -182,7 +186,10 @@ class Curve:
     """One line of a plot: ``y`` against ``x``, with a matplotlib ``linestyle`` and an optional ``color``.
 
     ``legend=False`` keeps the line out of the legend (e.g. the dashed average of an algorithm whose
-    solid last-iterate line is already listed).
+    solid last-iterate line is already listed).  ``panel`` puts the line on its own axes (one subplot per
+    distinct panel, titled by it): quantities of different kinds (exploitability, KL) never share an axis.
+    ``marker``/``markevery`` draw markers on a subset of the points; :func:`plot_curves` gives every
+    legend curve its own marker at its own offset, so that a curve lying exactly on another stays visible.
     """
 
     label: str
@@ -192,6 +199,129 @@ class Curve:
     color: str | None = None
     legend: bool = True
     linewidth: float = 1.6
+    panel: str | None = None
+    marker: str | None = None
+    markevery: Any = None
+
+
+#: Strong, distinguishable colours (tab10 without its pink and grey, plus darker extras); no pale tints.
+COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#c2185b", "#000000", "#bcbd22", "#17becf", "#1a237e", "#006064",
+)  # fmt: skip
+
+#: Markers cycled over the legend curves (with :data:`COLORS`, every curve differs in two ways).
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
+
+#: Markers per curve on a plot (spread over the points, each curve at its own offset).
+MARKS_PER_CURVE = 8
+
+
+def _colors(k: int) -> list[str]:
+    return [COLORS[i % len(COLORS)] for i in range(k)]
+
+
+def _style_markers(curves: Sequence[Curve]) -> None:
+    """Give each legend curve without a marker its own marker and a distinct offset along the x axis.
+
+    Curve ``i`` of ``k`` marks every ``s``-th point starting at ``floor(i s / k)``, with ``s`` the stride for
+    :data:`MARKS_PER_CURVE` marks but at least ``k`` (when the points allow): two curves that coincide point
+    for point show their markers at different places.  Curves with ``legend=False`` (averages drawn beside a listed curve) inherit the
+    marker of the listed curve of the same colour.
+    """
+    listed = [c for c in curves if c.legend and c.marker is None]
+    index = {label: i for i, label in enumerate(dict.fromkeys(c.label for c in listed))}  # one style per label
+    k = len(index)
+    by_color: dict[Any, tuple[str, Any]] = {}
+    for c in listed:
+        i, n = index[c.label], len(c.x)
+        stride = max(1, n // MARKS_PER_CURVE, min(k, n))  # at least k apart when there are few points
+        c.marker = MARKERS[i % len(MARKERS)]
+        c.markevery = ((i * stride // k) % stride, stride)
+        by_color[c.color] = (c.marker, c.markevery)
+    for c in curves:
+        if not c.legend and c.marker is None and c.color in by_color and c.color is not None:
+            c.marker, c.markevery = by_color[c.color]
+
+
+def curves_figure(
+    series: Iterable[Curve | Mapping[str, Any]],
+    xlabel: str,
+    ylabel: str,
+    logy: bool = True,
+    title: str | None = None,
+    styles: Mapping[str, str] | None = None,
+    floor: float = PLOT_FLOOR,
+    logx: bool = False,
+    markers: bool = True,
+) -> Any:
+    """The matplotlib ``Figure`` that :func:`plot_curves` saves (Agg canvas, no pyplot state).
+
+    One subplot per distinct :attr:`Curve.panel` (in order of first appearance; its name is the subplot's
+    y label, ``ylabel`` when there is a single unnamed panel).  With ``markers``, every legend curve gets
+    its own marker at its own offset (:func:`_style_markers`).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    curves = [c if isinstance(c, Curve) else Curve(**c) for c in series]
+    curves = [Curve(**vars(c)) for c in curves]  # styled copies; the caller's curves stay as given
+    if markers:
+        _style_markers(curves)
+    panels = list(dict.fromkeys(c.panel for c in curves)) or [None]
+    n_legend = len({c.label for c in curves if c.legend}) + (len(styles) if styles else 0)
+    wide = n_legend > 8
+    fig = Figure(figsize=(5.2 * len(panels) + (1.8 if wide else 0.0), 4.6 if len(panels) > 1 else 5.0), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, len(panels), j + 1) for j in range(len(panels))]
+    clipped = False
+    for ax, panel in zip(axes, panels):
+        for c in (c for c in curves if c.panel == panel):
+            x = np.asarray(c.x, dtype=float)
+            y = np.asarray(c.y, dtype=float)
+            if logy:
+                low = np.isfinite(y) & (y <= floor)
+                clipped |= bool(low.any())
+                y = np.where(low, floor, y)
+            if logx:
+                keep = x > 0
+                x, y = x[keep], y[keep]
+            ax.plot(
+                x, y, linestyle=c.linestyle, color=c.color, lw=c.linewidth, marker=c.marker, markevery=c.markevery,
+                ms=5 if c.legend else 3.5, label=c.label if c.legend else "_nolegend_",
+            )  # fmt: skip
+        if logy:
+            ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel if panel is not None else ylabel)
+        ax.grid(True, which="major", alpha=0.35)
+    if clipped:
+        fig.text(0.01, 0.005, f"values below {floor:.0e} (exact zeros, round-off) are drawn at {floor:.0e}",
+                 fontsize=7, color="0.4")  # fmt: skip
+    if title:
+        if len(axes) == 1:
+            axes[0].set_title(title)
+        else:
+            fig.suptitle(title)
+    handles, labels = [], []
+    for ax in axes:  # one legend for all panels: a curve on several panels is listed once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    for ls, text in (styles or {}).items():
+        handles.append(Line2D([], [], color="0.3", linestyle=ls))
+        labels.append(text)
+    if handles:
+        if wide or len(axes) > 1:
+            axes[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        else:
+            axes[0].legend(handles, labels, loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def plot_curves(
@@ -204,73 +334,93 @@ def plot_curves(
     styles: Mapping[str, str] | None = None,
     floor: float = PLOT_FLOOR,
     logx: bool = False,
+    markers: bool = True,
 ) -> Path:
     """Plot curves into a PNG (matplotlib Agg canvas, no pyplot state).
 
     Args:
         series: :class:`Curve` objects or dicts with the same fields.
         path: output ``.png``.
-        xlabel, ylabel, title: axis labels and title.
+        xlabel: x-axis label.
+        ylabel: y-axis label (for curves without a ``panel``).
+        title: figure title.
         logy: log-scale y axis; values ``<= floor`` (exact zeros, round-off) are drawn at ``floor``.
         styles: extra legend entries for line styles, e.g. ``{"-": "last iterate", "--": "average"}``.
         floor: the lowest value drawn on a log axis.
         logx: log-scale x axis (points at ``x <= 0`` dropped).
+        markers: give every legend curve its own marker at its own offset, so coinciding curves stay visible.
 
     Returns:
         ``path``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    curves = [c if isinstance(c, Curve) else Curve(**c) for c in series]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    n_legend = sum(c.legend for c in curves) + (len(styles) if styles else 0)
-    fig = Figure(figsize=(9.0 if n_legend > 8 else 7.5, 5.0), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    clipped = False
-    for c in curves:
-        x = np.asarray(c.x, dtype=float)
-        y = np.asarray(c.y, dtype=float)
-        if logy:
-            low = np.isfinite(y) & (y <= floor)
-            clipped |= bool(low.any())
-            y = np.where(low, floor, y)
-        if logx:
-            keep = x > 0
-            x, y = x[keep], y[keep]
-        ax.plot(x, y, linestyle=c.linestyle, color=c.color, lw=c.linewidth, label=c.label if c.legend else "_nolegend_")
-    if logy:
-        ax.set_yscale("log")
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if clipped:
-        fig.text(
-            0.01,
-            0.005,
-            f"values below {floor:.0e} (exact zeros, round-off) are drawn at {floor:.0e}",
-            fontsize=7,
-            color="0.4",
-        )
-    if title:
-        ax.set_title(title)
-    ax.grid(True, which="major", alpha=0.35)
-    handles, labels = ax.get_legend_handles_labels()
-    for ls, text in (styles or {}).items():
-        handles.append(Line2D([], [], color="0.3", linestyle=ls))
-        labels.append(text)
-    if handles:
-        if n_legend > 8:
-            ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-        else:
-            ax.legend(handles, labels, loc="best", fontsize=8)
-    fig.tight_layout()
+    fig = curves_figure(series, xlabel, ylabel, logy, title, styles, floor, logx, markers)
     fig.savefig(path)
     return path
+
+
+#: Readable names of the metrics the LLM trainer logs (``metrics.jsonl`` keys), for plot axes.
+METRIC_NAMES: dict[str, str] = {
+    "exploitability": "exploitability  max_y P(y > π) − 1/2",
+    "kl_target": "KL(π*_τ || π)  to the regularised equilibrium",
+    "invalid_mass": "probability of invalid answers",
+    "reg_exploitability": "regularised exploitability",
+    "loss": "training loss",
+    "win_rate": "win rate",
+    "queries": "preference-oracle queries",
+    "iteration": "iteration",
+}
+
+
+def metric_name(key: str) -> str:
+    """The readable name of a logged metric (:data:`METRIC_NAMES`; ``a/b`` keys as ``b (a)``)."""
+    if key in METRIC_NAMES:
+        return METRIC_NAMES[key]
+    if "/" in key:
+        head, tail = key.split("/", 1)
+        return f"{METRIC_NAMES.get(head, head.replace('_', ' '))} ({tail})"
+    return key.replace("_", " ")
+
+
+def plot_metric_histories(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    keys: Sequence[str] = ("exploitability", "kl_target"),
+    *,
+    x: str = "iteration",
+    title: str | None = None,
+) -> Path | None:
+    """One log-scale panel per metric in ``keys`` (readable names), one curve per run; the LLM ``curves.png``.
+
+    Runs whose curves are identical on every panel share one line and one legend entry (``omd = inpo``).
+
+    Args:
+        runs: ``{label: rows}``, each row a logged dict (``metrics.jsonl``) with ``x`` and some of ``keys``.
+        path: output PNG.
+        keys: metrics to plot, one panel each; keys no run logged are left out.
+        x: the x-axis key.
+        title: figure title (default: the metrics and the number of runs).
+
+    Returns:
+        ``path``, or None when no run logged any of ``keys``.
+    """
+    keys = [k for k in keys if any(k in r for rows in runs.values() for r in rows)]
+    if not keys:
+        return None
+    merged: dict[tuple, list[str]] = {}  # runs with identical curves share one line, "omd = inpo"
+    for label, rows in runs.items():
+        key = tuple(tuple((r[x], r[k]) for r in rows if r.get(k) is not None and x in r) for k in keys)
+        merged.setdefault(key, []).append(label)
+    curves = []
+    for color, (series, labels) in zip(_colors(len(merged)), merged.items()):
+        for k, pts in zip(keys, series):
+            if pts:
+                xs, ys = zip(*pts)
+                curves.append(Curve(" = ".join(labels), xs, ys, color=color, linewidth=2.0, panel=metric_name(k)))
+    if title is None:
+        title = " and ".join(metric_name(k).split("  ")[0] for k in keys) + f" during training ({len(runs)} runs)"
+    return plot_curves(curves, path, xlabel=metric_name(x), ylabel="", logy=True, title=title)
 
 
 # ============================================================================ one run
@@ -287,6 +437,7 @@ def run_record(
     label: str,
     target: Any = None,
     target_kind: str | None = None,
+    target_tau: float | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary of one solve that a sweep summary reads back (``run.json``).
@@ -302,6 +453,8 @@ def run_record(
         label: the row label (usually the algorithm's config name).
         target: the equilibrium ``KL(target || pi)`` was measured against, or None.
         target_kind: a description of ``target`` (``"Nash"``, ``"regularized Nash (tau=0.1)"``).
+        target_tau: KL strength of the equilibrium the run converges to when it is not the run's ``tau``
+            (``alg.target_tau`` of the prox-point rules: 0 for mpo/comal); picks the table metric too.
         extra: more keys to store (overrides, job number, ...).
     """
     from nashalign import metrics
@@ -321,7 +474,8 @@ def run_record(
     equilibrium: dict[str, Any] | None = None
     if target is not None:
         tgt = np.asarray(target, dtype=float).reshape(game.num_contexts, game.num_responses)
-        expl = metrics.exploitability(game, tgt, tau=tau, ref=ref) if tau > 0 else metrics.exploitability(game, tgt)
+        t_tau = tau if target_tau is None else float(target_tau)
+        expl = metrics.exploitability(game, tgt, tau=t_tau, ref=ref) if t_tau > 0 else metrics.exploitability(game, tgt)
         equilibrium = {
             "kind": target_kind,
             "exploitability": _floats(expl),  # regularised exploitability when tau > 0 (zero at pi*_tau)
@@ -338,6 +492,7 @@ def run_record(
         "hyperparameters": hp,
         "eta": hp.get("eta"),
         "tau": tau,
+        "target_tau": tau if target_tau is None else float(target_tau),
         "mode": settings.get("mode"),
         "steps": settings.get("steps"),
         "seed": settings.get("seed"),
@@ -377,14 +532,14 @@ def _auto_metric(run: Mapping[str, Any], metric: str) -> str:
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose 'auto' or one of {sorted(METRICS)}.")
         return metric
-    if float(run.get("tau") or 0.0) > 0:
+    if float(run.get("target_tau", run.get("tau")) or 0.0) > 0:
         return "kl_target" if run.get("target") else "reg_expl"
     return "expl"
 
 
 def _metric_label(m: str, run: Mapping[str, Any]) -> str:
     if m == "kl_target":
-        return "KL to pi*_tau" if float(run.get("tau") or 0) > 0 else "KL to pi*"
+        return "KL to pi*_tau" if float(run.get("target_tau", run.get("tau")) or 0) > 0 else "KL to pi*"
     return {"expl": "expl", "reg_expl": "reg. expl", "dg": "DG_tau"}[m]
 
 
@@ -404,14 +559,23 @@ def one_line(record: Mapping[str, Any], metric: str = "auto") -> str:
 
 
 # ============================================================================ sweeps
-def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every ``run.json`` under ``root`` (any depth), each with its ``history`` and ``dir`` attached.
+def load_runs(root: str | Path, *, since: float | None = None, recursive: bool = True) -> list[dict[str, Any]]:
+    """Every ``run.json`` under ``root``, each with its ``history`` and ``dir`` attached.
 
     Ordered by Hydra's job number when present, else by path.
+
+    Args:
+        root: a sweep or run directory.
+        since: skip ``run.json`` files last written before this time (``time.time()``): stale runs of an
+            earlier sweep or run into the same directory are not summarized with the current ones.
+        recursive: any depth (a sweep); False reads ``root/run.json`` only (a single run).
     """
     root = Path(root)
     runs = []
-    for p in sorted(root.rglob("run.json")):
+    paths = sorted(root.rglob("run.json")) if recursive else [p for p in (root / "run.json",) if p.exists()]
+    for p in paths:
+        if since is not None and p.stat().st_mtime < since:
+            continue
         rec = read_json(p)
         hist_path = p.parent / "history.json"
         rec["history"] = read_json(hist_path) if hist_path.exists() else {}
@@ -633,6 +797,55 @@ def write_summary(
     return {"markdown": md, "rows": rows, "equilibria": eq_md, "summary_md": summary_md, "summary_csv": summary_csv, "plots": pngs}
 
 
+def _group_curves(
+    runs: Sequence[Mapping[str, Any]], labels: Sequence[str], metric: str, x_axis: str
+) -> tuple[list[Curve], str, str]:
+    """The curves of one plot (last iterate solid, average dashed), its x label and y label.
+
+    Runs whose curves coincide (e.g. mwu = sppo = spo = dno, omd = inpo on exact dynamics) share one line and
+    one legend entry ``mwu = sppo``; curves that merely come close keep their own line, marker and offset.
+    With ``metric="auto"`` and runs measured in different metrics (exploitability for tau = 0, KL to
+    ``pi*_tau`` for tau > 0), each metric gets its own panel: different quantities never share an axis.
+    """
+    xcol = x_axis
+    if x_axis == "auto":
+        xcol = "queries" if runs and all(r.get("mode") == "sampled" for r in runs) else "step"
+    entries: list[dict[str, Any]] = []
+    for run, label in zip(runs, labels):
+        m = _auto_metric(run, metric)
+        col_last, col_avg, scale, _ = METRICS[m]
+        h = run.get("history", {})
+        x = np.asarray(h.get(xcol, []), dtype=float)
+        ys = [scale * np.asarray(h.get(c, [math.nan] * len(x)), dtype=float) for c in (col_last, col_avg)]
+        panel = _metric_label(m, run) if metric == "auto" else METRICS[metric][3]
+        for e in entries:
+            if e["panel"] == panel and _same_curves(e["x"], e["ys"], x, ys):
+                e["labels"].append(label)
+                break
+        else:
+            entries.append({"x": x, "ys": ys, "labels": [label], "panel": panel})
+    panels = list(dict.fromkeys(e["panel"] for e in entries))
+    curves = []
+    for e, color in zip(entries, _colors(len(entries))):
+        panel = _PANEL_NAMES.get(e["panel"], e["panel"]) if len(panels) > 1 else None
+        for y, ls, legend in ((e["ys"][0], "-", True), (e["ys"][1], "--", False)):
+            if np.isfinite(y).any():
+                curves.append(Curve(" = ".join(e["labels"]), e["x"], y, ls, color, legend, 1.8, panel))
+    ylabel = METRICS[metric][3] if metric != "auto" else _PANEL_NAMES.get(panels[0], panels[0]) if panels else ""
+    xlabel = "preference-oracle queries" if xcol == "queries" else "iterations"
+    return curves, xlabel, ylabel
+
+
+#: y-axis names of the metric labels :func:`_metric_label` gives.
+_PANEL_NAMES = {
+    "expl": "exploitability (vs Nash, tau = 0 runs)",
+    "reg. expl": "regularized exploitability",
+    "DG_tau": "DG_tau (regularized duality gap)",
+    "KL to pi*_tau": "KL(pi*_tau || pi) (tau > 0 runs)",
+    "KL to pi*": "KL(pi* || pi)",
+}
+
+
 def _plot_group(
     root: Path,
     key: tuple,
@@ -642,38 +855,9 @@ def _plot_group(
     metric: str,
     x_axis: str,
 ) -> Path:
-    xcol = x_axis
-    if x_axis == "auto":
-        xcol = "queries" if all(r.get("mode") == "sampled" for r in runs) else "step"
-    # Runs whose curves coincide (e.g. mwu = sppo = spo = dno, omd = inpo on exact dynamics) share one
-    # line and one legend entry "mwu = sppo", so that no line hides another.
-    entries: list[dict[str, Any]] = []
-    used = set()
-    for run, label in zip(runs, labels):
-        m = _auto_metric(run, metric)
-        used.add(_metric_label(m, run))
-        col_last, col_avg, scale, _ = METRICS[m]
-        h = run.get("history", {})
-        x = np.asarray(h.get(xcol, []), dtype=float)
-        ys = [scale * np.asarray(h.get(c, [math.nan] * len(x)), dtype=float) for c in (col_last, col_avg)]
-        suffix = f" [{_metric_label(m, run)}]" if metric == "auto" else ""
-        for e in entries:
-            if e["suffix"] == suffix and _same_curves(e["x"], e["ys"], x, ys):
-                e["labels"].append(label)
-                break
-        else:
-            entries.append({"x": x, "ys": ys, "labels": [label], "suffix": suffix})
-    curves = []
-    k = len(entries)
-    for i, (e, color) in enumerate(zip(entries, _colors(k))):
-        lw = 2.8 - 1.6 * i / max(k - 1, 1)  # earlier lines wider: near-coincident lines stay visible
-        for y, ls, legend in ((e["ys"][0], "-", True), (e["ys"][1], "--", False)):
-            if np.isfinite(y).any():
-                curves.append(Curve(" = ".join(e["labels"]) + e["suffix"], e["x"], y, ls, color, legend, lw))
+    curves, xlabel, ylabel = _group_curves(runs, labels, metric, x_axis)
     name = _group_name(key, group_by)
     title = ", ".join(f"{k} = {format_number(v)}" if k != "game" else f"game: {v}" for k, v in zip(group_by, key))
-    ylabel = " / ".join(sorted(used)) if metric == "auto" else METRICS[metric][3]
-    xlabel = "preference-oracle queries" if xcol == "queries" else "iterations"
     return plot_curves(
         curves,
         root / f"plot_{name}.png",
@@ -683,6 +867,60 @@ def _plot_group(
         title=title + "  (solid: last iterate, dashed: average)",
         styles={"-": "last iterate", "--": "average iterate"},
     )
+
+
+def plot_results(
+    results: Mapping[str, Any] | Sequence[Any],
+    path: str | Path,
+    *,
+    metric: str = "auto",
+    x_axis: str = "auto",
+    title: str | None = None,
+) -> Path:
+    """Plot :class:`~nashalign.result.SolveResult` histories the way the tabular app plots a sweep.
+
+    The same curves as ``plot_<game>.png`` of ``tabular/run.py`` (this is the function behind it): last
+    iterate solid, average dashed, log scale, coinciding runs merged into one legend entry, every curve
+    with its own marker and offset, and one panel per metric when runs are measured differently.
+
+    Args:
+        results: ``{label: SolveResult}``, or a sequence of results (labelled by their algorithm's name).
+        path: output PNG.
+        metric: ``"auto"`` (KL to the target when the history has it and ``tau > 0``, the regularised
+            exploitability for ``tau > 0`` without a target, exploitability for ``tau = 0``) or a key of
+            :data:`METRICS`.
+        x_axis: ``"step"``, ``"queries"`` or ``"auto"`` (queries when every result is sampled).
+        title: plot title.
+
+    Example:
+        >>> import nashalign as na
+        >>> from nashalign import games, reporting
+        >>> g = games.rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+        >>> star = na.solve_regularized_nash(g, 0.1)
+        >>> res = {a: na.solve(g, a, eta=0.5, tau=0.1, steps=200, target=star) for a in ("egpo", "omd")}
+        >>> reporting.plot_results(res, "rps.png")  # doctest: +SKIP
+    """
+    if metric != "auto" and metric not in METRICS:
+        raise ValueError(f"metric must be 'auto' or one of {sorted(METRICS)}, got {metric!r}.")
+    if x_axis not in ("auto", "step", "queries"):
+        raise ValueError(f"x_axis must be 'auto', 'step' or 'queries', got {x_axis!r}.")
+    items = list(results.items()) if isinstance(results, Mapping) else [(None, r) for r in results]
+    if not items:
+        raise ValueError("plot_results: results is empty; pass {label: SolveResult} or a list of results.")
+    runs, labels = [], []
+    for label, res in items:
+        if not hasattr(res, "history") or not hasattr(res, "settings"):
+            raise TypeError(f"plot_results: expected SolveResult values, got {type(res).__name__}.")
+        hist = res.history.as_dict()
+        tau = float((res.settings.get("hyperparameters", {}) or {}).get("tau", 0.0) or 0.0)
+        runs.append({"tau": tau, "mode": res.settings.get("mode"), "history": hist,
+                     "target": "exact" if "kl_target_last" in hist else None})  # fmt: skip
+        name = str(label) if label is not None else str(res.settings.get("algorithm", "run"))
+        labels.append(name if name not in labels else f"{name} #{len(labels)}")
+    curves, xlabel, ylabel = _group_curves(runs, labels, metric, x_axis)
+    return plot_curves(curves, path, xlabel=xlabel, ylabel=ylabel, logy=True,
+                       title=(title + "  " if title else "") + "(solid: last iterate, dashed: average)",
+                       styles={"-": "last iterate", "--": "average iterate"})  # fmt: skip
 
 
 def _same_curves(x1: np.ndarray, ys1: Sequence[np.ndarray], x2: np.ndarray, ys2: Sequence[np.ndarray]) -> bool:
@@ -695,10 +933,3 @@ def _same_curves(x1: np.ndarray, ys1: Sequence[np.ndarray], x2: np.ndarray, ys2:
         for a, b in zip(ys1, ys2)
     )
 
-
-def _colors(k: int) -> list[str]:
-    base = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-        "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8",
-    ]  # fmt: skip
-    return [base[i % len(base)] for i in range(k)]

@@ -124,7 +124,10 @@ class SampledRunner:
         # Per response: its context and id, then the shared builder gathers anchor / reference / behaviour rows.
         resp_ctx = ctx[response_prompts(fb.index, fb.prompt, len(fb.responses)).to(self.device)]  # (N,)
         resp_id = fb.responses.to(self.device)  # (N,)
-        template = feedback_inputs(alg, fb, logp_t[resp_ctx, resp_id], logmu[resp_ctx, resp_id], step=state.t)
+        prev = self._torch(state.memory["prev"])[resp_ctx, resp_id] if alg.uses_previous else None  # log pi_{t-1}
+        template = feedback_inputs(
+            alg, fb, logp_t[resp_ctx, resp_id], logmu[resp_ctx, resp_id], step=state.t, logp_previous=prev
+        )
         idx = fb.index.to(self.device)
         rows_ctx, resp = resp_ctx[idx], resp_id[idx]  # (R, K)
         if self.table is None:

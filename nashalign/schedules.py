@@ -2,6 +2,15 @@
 
 A step size is either a float (constant) or any callable ``eta(t: int) -> float`` for the iteration
 ``t = 0, 1, ...``; the constructors below are the schedules the papers use.
+
+Examples:
+    >>> from nashalign import schedules
+    >>> round(schedules.nash_md_theorem(tau=0.1, horizon=100)(0), 6)   # log(100) / (0.1 * 100)
+    0.460517
+    >>> schedules.inverse_sqrt(0.3)(3)                                  # 0.3 / sqrt(4)
+    0.15
+    >>> schedules.from_inverse_step(10.0), schedules.from_mmd_step(1.0, tau=1.0)
+    (0.1, 0.5)
 """
 
 from __future__ import annotations

@@ -329,15 +329,22 @@ def solve(
             already stored that way (``game.to("numpy", p_dtype=np.float32)``) to skip the conversion.
         record_every: record the history every this many steps (default ``max(1, steps // 200)``).
         seed: seed of the sampled mode.
-        target: ``"auto"`` (the regularised equilibrium from cvxpy when ``tau > 0`` and the game is small),
-            ``None``, or a policy to measure ``KL(target || pi_t)`` against.
+        target: ``"auto"`` (the regularised equilibrium from cvxpy when ``tau > 0`` and the game is small;
+            for the prox-point rules the one of their ``target_tau``: none for mpo/comal, ``pi*_beta`` for
+            nash_prox), ``None``, or a policy to measure ``KL(target || pi_t)`` against.
         tol: stop early once the monitored exploitability (regularised when ``tau > 0``) is below ``tol``.
         mode: ``"exact"`` or ``"sampled"``.
-        batch, inner_steps, optimizer, lr, oracle, estimator: sampled mode (see :mod:`nashalign.sampled`).
+        batch: sampled mode (see :mod:`nashalign.sampled`).
+        inner_steps: sampled mode (see :mod:`nashalign.sampled`).
+        optimizer: sampled mode (see :mod:`nashalign.sampled`).
+        lr: sampled mode (see :mod:`nashalign.sampled`).
+        oracle: sampled mode (see :mod:`nashalign.sampled`).
+        estimator: sampled mode (see :mod:`nashalign.sampled`).
         throw: raise on non-finite iterates (default); ``False`` returns ``status="diverged"`` instead.
         progress: show a progress bar.
-        checkpoint, checkpoint_every: save the run to this ``.npz`` file every so many steps and at the end;
-            an existing file is resumed from (the same settings must be passed).
+        checkpoint: save the run to this ``.npz`` file every ``checkpoint_every`` steps and at the end; an
+            existing file is resumed from (the same settings must be passed).
+        checkpoint_every: steps between checkpoints (``None``: only at the end).
         state: continue from this algorithm state (e.g. ``previous_result.state``).
         context_block: contexts per block in exact mode.  ``"auto"`` (default): with numpy, for the registered
             algorithms, blocks of about :data:`BLOCK_BYTES` of ``P`` when ``P`` is larger than
@@ -378,7 +385,7 @@ def solve(
     logmu = g.log_ref if ref is None else _xp.log(g.policy(ref, "ref"))
     logp0 = logmu if init is None else _xp.log(g.policy(init, "init"))
     tau_f = float(alg.tau)
-    tgt = _target_logp(g, target, tau_f, logmu)
+    tgt = _target_logp(g, target, float(getattr(alg, "target_tau", tau_f)), logmu)  # prox rules: their own target
 
     settings = {
         "algorithm": alg.name or type(alg).__name__,

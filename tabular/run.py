@@ -7,6 +7,7 @@ One run is ``game x algorithm x run settings`` (config groups in ``conf/``); ``-
     python tabular/run.py run=sampled algorithm=egpo algorithm.eta=0.5
     python tabular/run.py +experiment=demo           # `make demo`
     python tabular/run.py +experiment=egpo_tabular   # EGPO's exact tabular comparison
+    python tabular/run.py 'game={_target_: nashalign.games.PreferenceGame, P: [[0.5, 0.8], [0.2, 0.5]]}'
 
 Each run writes ``history.json``, ``history.csv``, ``result.json`` and ``run.json`` into its output
 directory and logs a one-line summary; the ``SweepSummary`` callback (``hydra.callbacks.summary``) then
@@ -17,6 +18,7 @@ writes ``summary.md``/``summary.csv`` and ``plot_<game>.png`` and prints the tab
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -31,7 +33,7 @@ from nashalign import configs, reporting
 log = logging.getLogger("tabular")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="tabular")
+@hydra.main(version_base="1.3", config_path="../conf/tabular", config_name="tabular")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)  # never rely on a changed working directory
@@ -41,17 +43,17 @@ def main(cfg: DictConfig) -> float:
     # ---- build everything from the config (bad values raise here, with the constructor's message)
     run = configs.run_settings(cfg.run)
     game = instantiate(cfg.game)
-    algorithm = instantiate(cfg.algorithm)
+    algorithm = configs.instantiate_algorithm(cfg.algorithm)  # null keys = the constructor's defaults
     oracle = instantiate(cfg.oracle) if cfg.get("oracle") is not None else None
-    game_name = choices.get("game") or "game"
-    label = run.label or choices.get("algorithm") or algorithm.name
+    game_name = choices.get("game") or "inline"
+    label = run.label or configs.algorithm_label(cfg.algorithm, choices.get("algorithm"), algorithm)
 
     # ---- the exact equilibrium the run is measured against (cvxpy, once per game config and tau)
     target, target_kind = None, None
     if run.target == "auto":
         target, target_kind = configs.reference_target(
             game,
-            algorithm.tau,
+            getattr(algorithm, "target_tau", algorithm.tau),  # prox-point rules (mpo, comal, nash_prox) target another tau
             key=OmegaConf.to_yaml(cfg.game, resolve=True),
             cache_dir=hc.sweep.dir if multirun else None,
         )
@@ -87,6 +89,7 @@ def main(cfg: DictConfig) -> float:
         label=label,
         target=target,
         target_kind=target_kind,
+        target_tau=getattr(algorithm, "target_tau", None),
         extra={
             "job": int(hc.job.num) if multirun else None,
             "overrides": list(hc.overrides.task),
@@ -97,8 +100,9 @@ def main(cfg: DictConfig) -> float:
     log.info("%s%s", configs.job_tag(), reporting.one_line(record))
     if not multirun:
         log.info("outputs: %s", out_dir)
-    return float(result.history.last("reg_expl_last" if algorithm.tau > 0 else "expl_last"))
+    return float(result.history.last("reg_expl_last" if getattr(algorithm, "target_tau", algorithm.tau) > 0 else "expl_last"))
 
 
 if __name__ == "__main__":
+    sys.argv = configs.inline_group_overrides(sys.argv, groups=("game", "algorithm"))  # game='{_target_: ...}'
     main()

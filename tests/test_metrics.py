@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cvxpy as cp
 import numpy as np
 import pytest
 import torch
+from scipy.special import logsumexp, rel_entr
 
 from nashalign import _xp, metrics
 from nashalign.equilibrium import solve_regularized_nash
@@ -13,6 +15,25 @@ from nashalign.games import random_game, rock_paper_scissors
 from nashalign.metrics import duality_gap, exploitability, kl_divergence, win_rate
 
 PURE = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+
+
+def best_response_value_cvxpy(w: np.ndarray, mu: np.ndarray, tau: float) -> float:
+    """``max_pi <pi, w> - tau KL(pi || mu)`` over the simplex on ``supp(mu)``, solved by cvxpy (exp cone)."""
+    s = mu > 0
+    x = cp.Variable(int(s.sum()), nonneg=True)
+    prob = cp.Problem(cp.Maximize(x @ w[s] - tau * cp.sum(cp.rel_entr(x, mu[s]))), [cp.sum(x) == 1])
+    prob.solve(solver=cp.CLARABEL)
+    return float(prob.value)
+
+
+def best_response_value_closed(w: np.ndarray, mu: np.ndarray, tau: float) -> float:
+    """The same maximum in closed form (Gibbs variational principle): ``tau log sum_y mu(y) exp(w(y)/tau)``."""
+    s = mu > 0
+    return float(tau * logsumexp(np.log(mu[s]) + w[s] / tau))
+
+
+def kl_np(p: np.ndarray, q: np.ndarray) -> float:
+    return float(np.sum(rel_entr(p, q)))
 
 
 @pytest.mark.parametrize("pure", PURE)
@@ -61,6 +82,12 @@ def test_regularized_exploitability_vanishes_at_the_regularized_equilibrium():
     pi = solve_regularized_nash(g, 0.1)
     assert 0 <= exploitability(g, pi, tau=0.1) < 1e-14
     assert exploitability(g, g.ref[0], tau=0.1) > 1e-4
+    # at pi = mu the KL term vanishes: DG_tau(mu)/2 = max_pi [P(pi > mu) - tau KL(pi||mu)] - 1/2
+    mu = g.ref[0]
+    expect = best_response_value_closed(g.P[0] @ mu, mu, 0.1) - 0.5
+    assert exploitability(g, mu, tau=0.1) == pytest.approx(expect, rel=1e-12)
+    assert exploitability(g, mu, tau=0.1) == pytest.approx(best_response_value_cvxpy(g.P[0] @ mu, mu, 0.1) - 0.5,
+                                                           abs=1e-6)
 
 
 def test_reg_expl_kernel_is_nonnegative_and_handles_zero_mass():
@@ -69,8 +96,39 @@ def test_reg_expl_kernel_is_nonnegative_and_handles_zero_mass():
     logp = _xp.log(np.array([[0.7, 0.3, 0.0, 0.0], [0.1, 0.2, 0.3, 0.4]]))
     val = metrics.reg_expl_logp(P, logp, logmu, 0.3)
     assert val.shape == (2,) and np.all(val > 0) and np.all(np.isfinite(val))
+    # value: DG_tau(pi)/2 = max_pi' [P(pi' > pi) - tau KL(pi'||mu)] + tau KL(pi||mu) - 1/2, the max over supp(mu)
+    for c in range(2):
+        mu, pi = np.exp(logmu[c]), np.exp(logp[c])
+        w = P[c] @ pi
+        closed = best_response_value_closed(w, mu, 0.3) + 0.3 * kl_np(pi, mu) - 0.5
+        assert val[c] == pytest.approx(closed, rel=1e-12)
+        assert val[c] == pytest.approx(best_response_value_cvxpy(w, mu, 0.3) + 0.3 * kl_np(pi, mu) - 0.5, abs=1e-6)
     bad = _xp.log(np.array([[0.5, 0.3, 0.2, 0.0]]))  # mass where mu = 0
     assert metrics.reg_expl_logp(P[:1], bad, logmu[:1], 0.3)[0] == np.inf
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.3, 2.0])
+def test_regularized_duality_gap_of_a_profile_matches_cvxpy(rng, tau):
+    """DG_tau(p1, p2) = max_pi J_tau(pi, p2) - min_pi J_tau(p1, pi) (SPEC 1(c)), each extremum solved by cvxpy."""
+    mu = rng.dirichlet(np.ones(5))
+    g = random_game(5, seed=9, ref=mu)
+    p1, p2 = rng.dirichlet(np.ones(5)), rng.dirichlet(np.ones(5))
+    P = g.P[0]
+    # max_pi J_tau(pi, p2) = BRV(P p2) + tau KL(p2||mu);  min_pi J_tau(p1, pi) = -BRV(-P^T p1) - tau KL(p1||mu)
+    hi = best_response_value_cvxpy(P @ p2, mu, tau) + tau * kl_np(p2, mu)
+    lo = -best_response_value_cvxpy(-P.T @ p1, mu, tau) - tau * kl_np(p1, mu)
+    got = duality_gap(g, p1, p2, tau=tau)
+    assert got == pytest.approx(hi - lo, abs=1e-6)
+    closed = (best_response_value_closed(P @ p2, mu, tau) + best_response_value_closed(-P.T @ p1, mu, tau)
+              + tau * kl_np(p1, mu) + tau * kl_np(p2, mu))
+    assert got == pytest.approx(closed, rel=1e-12)
+    # an unregularised gap of the same profile, as a linear program
+    x = cp.Variable(5, nonneg=True)
+    best = cp.Problem(cp.Maximize(x @ (P @ p2)), [cp.sum(x) == 1])
+    best.solve(solver=cp.CLARABEL)
+    worst = cp.Problem(cp.Minimize(x @ (P.T @ p1)), [cp.sum(x) == 1])
+    worst.solve(solver=cp.CLARABEL)
+    assert duality_gap(g, p1, p2) == pytest.approx(best.value - worst.value, abs=1e-7)
 
 
 def test_kl_divergence_values():

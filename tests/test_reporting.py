@@ -167,3 +167,165 @@ def test_summary_of_sampled_runs_uses_queries(tmp_path):
         reporting.write_summary(tmp_path, x_axis="time")
     with pytest.raises(ValueError, match="unknown metric"):
         reporting.write_summary(tmp_path, metric="accuracy")
+
+
+# ------------------------------------------------------------------ plots a reader can read (issue 12)
+def _line_data(fig):
+    return [(ax, line) for ax in fig.axes for line in ax.get_lines()]
+
+
+def test_coinciding_curves_stay_visible_with_offset_markers():
+    x = np.arange(0, 200, 2)
+    y = np.exp(-x / 40.0)
+    curves = [reporting.Curve(name, x, y * (1 + 1e-6 * i), color=c)
+              for i, (name, c) in enumerate(zip("abc", reporting.COLORS))]  # fmt: skip
+    fig = reporting.curves_figure(curves, "it", "KL")
+    lines = [line for _, line in _line_data(fig)]
+    assert len(lines) == 3
+    marks = [(line.get_marker(), line.get_markevery()) for line in lines]
+    assert len({m for m, _ in marks}) == 3  # a marker shape each
+    starts = [every[0] for _, every in marks]
+    strides = {every[1] for _, every in marks}
+    assert len(set(starts)) == 3 and len(strides) == 1  # same stride, different offsets: no mark hidden
+    assert curves[0].marker is None  # the caller's curves are not modified
+
+
+def test_average_curve_shares_the_marker_of_its_listed_curve():
+    x = np.arange(10.0)
+    fig = reporting.curves_figure(
+        [reporting.Curve("a", x, x + 1, color="#1f77b4"), reporting.Curve("a", x, x + 2, "--", "#1f77b4", False)],
+        "it", "y",
+    )  # fmt: skip
+    (l1, l2) = [line for _, line in _line_data(fig)]
+    assert l1.get_marker() == l2.get_marker() and l2.get_linestyle() == "--"
+
+
+def test_different_metrics_get_separate_axes(tmp_path):
+    """The demo's plot: tau = 0 rows (exploitability) and tau > 0 rows (KL to pi*_tau) never share an axis."""
+    rps = rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    _run(tmp_path, "rps", rps, "egpo", 0.1, 0.1)
+    _run(tmp_path, "rps", rps, "mwu", 0.1, 0.0)
+    runs = reporting.load_runs(tmp_path)
+    curves, xlabel, _ = reporting._group_curves(runs, [r["label"] for r in runs], "auto", "auto")
+    panels = {c.label: c.panel for c in curves}
+    assert panels["egpo"] != panels["mwu"] and "KL" in panels["egpo"] and "exploitability" in panels["mwu"]
+    fig = reporting.curves_figure(curves, xlabel, "")
+    assert len(fig.axes) == 2
+    assert {ax.get_ylabel() for ax in fig.axes} == {panels["egpo"], panels["mwu"]}
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)
+    # one metric: one axis
+    _run(tmp_path / "one", "rps", rps, "omd", 0.1, 0.1)
+    one = reporting.load_runs(tmp_path / "one")
+    curves, _, ylabel = reporting._group_curves(one, ["omd"], "auto", "auto")
+    assert {c.panel for c in curves} == {None} and "KL" in ylabel
+
+
+def test_colours_are_strong():
+    import colorsys
+
+    from matplotlib.colors import to_rgb
+
+    for c in reporting.COLORS:
+        h, lightness, s = colorsys.rgb_to_hls(*to_rgb(c))
+        assert lightness < 0.6, c  # no pale tints (the old palette ended in #aec7e8, lightness 0.8)
+        assert s > 0.25 or c == "#000000", c  # and no greys (grey: saturation 0)
+    assert len(set(reporting.COLORS)) == len(reporting.COLORS)
+
+
+def test_llm_curves_have_a_title_readable_names_and_strong_colours(tmp_path, monkeypatch):
+    runs = {
+        name: [{"iteration": i, "exploitability": 0.2 / (i + 1) + k * 1e-3, "kl_target": 0.5 / (i + 1)} for i in range(0, 31, 3)]
+        for k, name in enumerate(["nash_md", "egpo", "omd"])
+    }
+    seen = {}
+    real = reporting.curves_figure
+
+    def spy(*args, **kwargs):
+        seen["fig"] = real(*args, **kwargs)
+        return seen["fig"]
+
+    monkeypatch.setattr(reporting, "curves_figure", spy)
+    path = reporting.plot_metric_histories(runs, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    fig = seen["fig"]
+    assert len(fig.axes) == 2
+    assert fig._suptitle is not None and "3 runs" in fig._suptitle.get_text()
+    ylabels = [ax.get_ylabel() for ax in fig.axes]
+    assert ylabels == [reporting.METRIC_NAMES["exploitability"], reporting.METRIC_NAMES["kl_target"]]
+    assert all("_" not in lab.split("  ")[0] or "π*_τ" in lab for lab in ylabels)  # not the raw keys
+    assert fig.axes[0].get_xlabel() == "iteration"
+    colours = {line.get_color() for ax in fig.axes for line in ax.get_lines()}
+    assert colours <= set(reporting.COLORS) and len(colours) == 3
+    assert reporting.plot_metric_histories(runs, tmp_path / "none.png", keys=("nope",)) is None
+    runs["inpo"] = runs["omd"]  # identical curves: one line "omd = inpo"
+    reporting.plot_metric_histories(runs, tmp_path / "curves.png")
+    labels = {line.get_label() for line in seen["fig"].axes[0].get_lines()}
+    assert "omd = inpo" in labels and "inpo" not in labels
+    assert reporting.metric_name("exploitability/rps") == reporting.METRIC_NAMES["exploitability"] + " (rps)"
+
+
+def test_llm_trainer_plots_through_reporting(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    from nashalign.llm import trainer
+
+    calls = []
+    monkeypatch.setattr(reporting, "plot_metric_histories", lambda *a, **k: calls.append((a, k)) or a[1])
+    runs = {"egpo": [{"iteration": 0, "exploitability": 0.2}]}
+    assert trainer.plot_curves(runs, tmp_path / "c.png") == tmp_path / "c.png"
+    assert calls and calls[0][0][0] is runs
+
+
+def test_plot_results_is_the_apps_plot_for_solve_results(tmp_path):
+    rps = rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    star = nashalign.solve_regularized_nash(rps, 0.1)
+    res = {
+        "egpo": nashalign.solve(rps, "egpo", eta=0.5, tau=0.1, steps=100, target=star),
+        "omd": nashalign.solve(rps, "omd", eta=0.5, tau=0.1, steps=100, target=star),
+        "mwu": nashalign.solve(rps, "mwu", eta=0.1, steps=100),
+    }
+    p = reporting.plot_results(res, tmp_path / "r.png", title="rps")
+    assert p.read_bytes()[:8] == PNG_MAGIC
+    p = reporting.plot_results(list(res.values()), tmp_path / "s.png")  # labelled by the algorithms' names
+    assert p.exists()
+    with pytest.raises(ValueError, match="empty"):
+        reporting.plot_results({}, tmp_path / "x.png")
+    with pytest.raises(TypeError, match="SolveResult"):
+        reporting.plot_results({"a": [1, 2]}, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="metric"):
+        reporting.plot_results(res, tmp_path / "x.png", metric="accuracy")
+
+
+def test_load_runs_skips_stale_and_nested_runs(tmp_path):
+    import os
+    import time
+
+    rps = rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    res = nashalign.solve(rps, "egpo", eta=0.1, tau=0.1, steps=5)
+    rec = reporting.run_record(res, rps, game_name="rps", label="egpo")
+    reporting.write_run(tmp_path, res, rec)
+    reporting.write_run(tmp_path / "old", res, rec)
+    old = time.time() - 100
+    os.utime(tmp_path / "old" / "run.json", (old, old))
+    assert len(reporting.load_runs(tmp_path)) == 2
+    assert len(reporting.load_runs(tmp_path, since=time.time() - 50)) == 1
+    assert [r["dir"] for r in reporting.load_runs(tmp_path, recursive=False)] == [str(tmp_path)]
+
+
+def test_a_run_keeps_its_marker_on_every_panel_and_few_points_still_get_distinct_offsets():
+    x = np.arange(11)
+    curves = [reporting.Curve(name, x, 1.0 / (x + 1), panel=p) for name in "abcde" for p in ("P1", "P2")]
+    fig = reporting.curves_figure(curves, "it", "")
+    per_panel = [[(line.get_marker(), line.get_markevery()) for line in ax.get_lines()] for ax in fig.axes]
+    assert per_panel[0] == per_panel[1]  # same run, same marker and offset on both panels
+    assert len({every[0] for _, every in per_panel[0]}) == 5  # 11 points, 5 identical curves: 5 offsets
+
+
+def test_the_tabular_readme_plotting_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "tabular" / "README.md").read_text()
+    block = re.search(r"The same plot from Python.*?```python\n(.*?)```", text, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "tabular/README.md", "exec"), {})
+    assert (tmp_path / "rps.png").read_bytes()[:8] == PNG_MAGIC

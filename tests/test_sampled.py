@@ -22,7 +22,16 @@ SETTINGS = {  # (eta, tau) that converge in the exact mode
     "omwu": (0.3, 0.1),
     "nash_ema": (0.5, 0.1),  # with beta = 0.5 below
     "online_ipo": (0.05, 0.1),
+    "mpo": (0.5, 0.1),
+    "comal": (0.5, 0.1),
+    "nash_prox": (0.05, 0.5),  # with beta = 0.1 below
+    "onpo": (0.3, 0.1),
+    "apo": (0.3, 0.0),
+    "mnpo": (0.5, 0.1),
+    "rspo": (0.5, 0.1),
+    "xpo": (0.1, 1.0),  # tau = beta; XPO's argmin is the regularised best response, a contraction for tau = 1
 }
+EXTRA = {"nash_ema": {"beta": 0.5}, "nash_prox": {"beta": 0.1}, "mpo": {"every": 20}, "comal": {"every": 10}}
 
 
 def population_game() -> na.PreferenceGame:
@@ -47,7 +56,7 @@ def test_sampled_mode_moves_toward_the_equilibrium(name, game_name):
     make, init = GAMES[game_name]
     game = make()
     eta, tau = SETTINGS[name]
-    extra = {"beta": 0.5} if name == "nash_ema" else {}
+    extra = EXTRA.get(name, {})
     res = na.solve(game, name, eta=eta, tau=tau, **extra, steps=120, mode="sampled", batch=128, inner_steps=20, seed=0,
                    init=init, record_every=20, lr=0.1)
     h = res.history

@@ -119,6 +119,8 @@ class LossInputs:
         logp_behavior: ``(B, K)`` log-probs under the policy that drew the responses (policy-gradient
             form only; defaults to ``logp_anchor``).
         step: the iteration ``t`` (for step-size schedules).
+        logp_previous: ``(B, K)`` log ``pi_{t-1}(y | x)``, the iterate of the previous iteration (no grad);
+            only for algorithms with ``uses_previous = True`` (APO, MNPO), whose anchor involves it.
     """
 
     logp: Any
@@ -128,6 +130,7 @@ class LossInputs:
     weights: Any = None
     logp_behavior: Any = None
     step: int = 0
+    logp_previous: Any = None
 
 
 @dataclass
@@ -152,6 +155,8 @@ class Algorithm(ABC):
         lift: ``"minimizer"`` (the loss minimiser is the step) or ``"gradient_step"`` (one SGD step is).
         forms: loss forms this algorithm accepts; the first is the default.
         estimator: the default sampled-feedback estimator (``"opponent"``, ``"pair"`` or ``"winrate"``).
+        uses_previous: the loss reads ``LossInputs.logp_previous`` (``log pi_{t-1}``, kept in
+            ``state.memory["prev"]``): the trainer keeps the previous iterate and scores the responses under it.
     """
 
     eta: float | Schedule = 0.1
@@ -164,6 +169,7 @@ class Algorithm(ABC):
     lift: ClassVar[str] = "minimizer"
     forms: ClassVar[tuple[str, ...]] = ("regression",)
     estimator: ClassVar[str] = "opponent"
+    uses_previous: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if callable(self.eta):
@@ -353,7 +359,7 @@ def without_zero_weight_terms(inputs: LossInputs) -> LossInputs:
 
     return replace(
         inputs, logp=fix(inputs.logp), logp_anchor=fix(inputs.logp_anchor), logp_ref=fix(inputs.logp_ref),
-        signal=fix(inputs.signal), logp_behavior=fix(inputs.logp_behavior),
+        signal=fix(inputs.signal), logp_behavior=fix(inputs.logp_behavior), logp_previous=fix(inputs.logp_previous),
     )
 
 
@@ -379,6 +385,7 @@ def feedback_inputs(
     *,
     step: int = 0,
     weights: Any = None,
+    logp_previous: Any = None,
 ) -> LossInputs:
     """The ONE feedback-to-:class:`LossInputs` builder of the sampled paths (tabular sampled mode and LLM trainer).
 
@@ -391,11 +398,13 @@ def feedback_inputs(
         step: the iteration ``t``.
         weights: ``(R,)`` row weights when the rows enumerate responses exactly (probabilities); ``None`` for
             sampled rows (uniform).
+        logp_previous: ``(N,)`` ``log pi_{t-1}(y)`` per response, for :attr:`Algorithm.uses_previous`
+            algorithms (APO, MNPO); ``None`` otherwise.
 
     Returns:
         ``(R, K)`` inputs with ``logp = None`` (the caller puts ``log pi_theta`` there): anchor and reference
-        gathered by ``feedback.index``, the signal, and the behaviour log-probs (``pi_t``'s when the responses
-        come from it, else None: only on-policy forms use them).
+        gathered by ``feedback.index``, the signal, the behaviour log-probs (``pi_t``'s when the responses
+        come from it, else None: only on-policy forms use them) and ``log pi_{t-1}`` when given.
 
     Raises:
         ValueError: an on-policy loss form (:attr:`Algorithm.on_policy`) with responses from another policy.
@@ -412,4 +421,5 @@ def feedback_inputs(
     behavior = anchor if feedback.behavior == "current" else None
     if weights is not None:
         weights = weights.to(device=ref.device, dtype=ref.dtype)
-    return LossInputs(None, anchor, ref, signal, weights, behavior, step)
+    previous = None if logp_previous is None else logp_previous[idx]
+    return LossInputs(None, anchor, ref, signal, weights, behavior, step, previous)

@@ -9,7 +9,7 @@ Guarantee: no-regret, so the *average* iterate is an ``O(1/sqrt T)``-Nash equili
 it spirals out to the boundary; SPEC.md 12(a)).  Loss: the pairwise regression of
 ``log pi_theta - log pi_t`` onto ``eta P(. > pi_t)``, whose table minimiser is the step.
 
-Example:
+Examples:
     >>> from nashalign import games, solve
     >>> r = solve(games.rock_paper_scissors(), "mwu", eta=0.1, steps=2000, init=[0.6, 0.3, 0.1])
     >>> bool(r.history["expl_avg"][-1] < 0.01 < r.history["expl_last"][-1])

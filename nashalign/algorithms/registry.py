@@ -23,6 +23,16 @@ def get_algorithm(name: str, **hyperparameters: Any) -> Any:
 
     Raises:
         ValueError: unknown name (the message lists the known ones) or invalid hyperparameters.
+
+    Examples:
+        >>> from nashalign.algorithms import get_algorithm
+        >>> alg = get_algorithm("egpo", eta=0.5, tau=0.1)
+        >>> type(alg).__name__, alg.phases, alg.tau
+        ('EGPO', 2, 0.1)
+        >>> get_algorithm("omd", eta=0.5, tau=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: omd needs a regularised game: tau must be > 0, got 0.0. ...
     """
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; known algorithms: {', '.join(sorted(ALGORITHMS))}.")

@@ -81,7 +81,8 @@ def load_policy(
             (:func:`default_device`).  Ignored when ``device_map`` places the model.
         lora: ``peft.LoraConfig`` kwargs (see the class docstring).
         reference: path of a separate frozen reference model (same tokenizer).
-        use_chat_template, max_prompt_length: see the class docstring.
+        use_chat_template: see the class docstring.
+        max_prompt_length: see the class docstring.
         trust_remote_code: passed to the ``from_pretrained`` calls.
         **model_kwargs: further ``from_pretrained`` kwargs, e.g. ``attn_implementation="sdpa"`` (or
             ``"flash_attention_2"`` when installed) and ``device_map``; ``None`` values are dropped.

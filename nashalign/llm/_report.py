@@ -41,7 +41,7 @@ class TrainerReporting:
         self.eval_queries += int(metrics.pop("eval_queries_iter"))
         metrics["queries"], metrics["eval_queries"] = self.queries, self.eval_queries
         ev = cfg.eval_every
-        if self.evaluate_fn is not None and ((ev and self.iteration % ev == 0) or self.iteration == cfg.iterations):
+        if self._evaluates and ((ev and self.iteration % ev == 0) or self.iteration == cfg.iterations):
             metrics.update(self._evaluate())
         metrics["time_s"] = time.perf_counter() - start
         return metrics
@@ -55,9 +55,34 @@ class TrainerReporting:
         self._local["eval_queries_iter"] += len(prompts)
         return float(p.mean())
 
+    @property
+    def _evaluates(self) -> bool:
+        """An ``evaluate`` callback or held-out prompts (``config.eval_prompts``) are set."""
+        return self.evaluate_fn is not None or bool(self.config.eval_prompts)
+
     def _evaluate(self) -> dict[str, float]:
-        out = self.evaluate_fn(self.policy) if self.evaluate_fn is not None else {}
-        return {str(k): float(v) for k, v in dict(out).items()}
+        out = dict(self.evaluate_fn(self.policy)) if self.evaluate_fn is not None else {}
+        if self.config.eval_prompts:  # held-out win rates against the reference
+            out.update(self._heldout())
+        return {str(k): float(v) for k, v in out.items()}
+
+    def _heldout(self) -> dict[str, float]:
+        """:func:`nashalign.llm.evaluate.heldout_metrics` on ``config.eval_prompts`` (queries count as eval_queries)."""
+        from nashalign.llm.evaluate import heldout_metrics
+        from nashalign.oracles import as_oracle
+
+        cfg = self.config
+        oracle = self.oracle if cfg.eval_oracle is None else as_oracle(cfg.eval_oracle)
+        if cfg.eval_oracle is None and cfg.missing_eos_penalty:
+            oracle = oracle.inner  # heldout_metrics applies the penalty itself
+        with _setup.gathered(self.accelerator, self.model):
+            out = heldout_metrics(
+                self.policy, cfg.eval_prompts, oracle, k=cfg.eval_samples, max_new_tokens=cfg.max_new_tokens,
+                temperature=cfg.temperature, seed=cfg.seed + 10_007 * self.iteration,
+                missing_eos_penalty=cfg.missing_eos_penalty,
+            )
+        self.eval_queries += int(out["eval/queries"]) * self.accelerator.num_processes  # each rank queried them
+        return out
 
     def _log(self, metrics: Mapping[str, Any]) -> None:
         acc = self.accelerator

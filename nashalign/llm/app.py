@@ -1,4 +1,4 @@
-"""What the llm Hydra app's scripts (``llm/train.py``, ``llm/evaluate.py``) build the same way from ``conf/llm.yaml``.
+"""What the llm Hydra app's scripts (``llm/train.py``, ``llm/evaluate.py``) build the same way from ``conf/llm/llm.yaml``.
 
 * :func:`load_data` -- the ``data`` group: the synthetic task (``data=synthetic``) or plain prompts;
 * :func:`build_policy` -- the ``model`` group, with the Python objects it cannot hold (the task, the prompts);
@@ -110,7 +110,7 @@ def select_oracle(cfg: DictConfig, task: SyntheticTask | None, device: Any = Non
 class BenchmarkSummary(Callback):
     """Hydra callback: after a multirun, write ``summary.md`` and ``curves.png`` from every job's metrics.
 
-    Registered by ``conf/experiment/lm_benchmark.yaml`` under ``hydra.callbacks``.
+    Registered by ``conf/llm/experiment/lm_benchmark.yaml`` under ``hydra.callbacks``.
     """
 
     def __init__(self, keys: Sequence[str] = ("exploitability", "kl_target"), filename: str = "curves.png") -> None:

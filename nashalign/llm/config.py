@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from nashalign.estimators import ESTIMATORS
@@ -75,6 +75,15 @@ class TrainerConfig:
     Evaluation, logging, checkpoints:
         eval_every (`int`, defaults to 1): call the ``evaluate`` callback every this many iterations (0: only
             before and after training).
+        eval_prompts (`list[str]`, *optional*): held-out prompts; on the ``eval_every`` schedule (and before
+            training) the policy is compared with its reference there (``eval/win_rate``, ``eval/lc_win_rate``,
+            with intervals; see :func:`nashalign.llm.evaluate.heldout_metrics`), ``eval_samples`` samples per prompt.
+        eval_oracle (*optional*): the held-out evaluation's oracle (a callable, or a dotted import path); default
+            the training oracle.  Not part of checkpoints or tracker configs (its name is).
+        eval_samples (`int`, defaults to 2): samples per held-out prompt.
+        missing_eos_penalty (`float`, *optional*): ``lambda`` in ``[0, 1]``; responses cut off at
+            ``max_new_tokens`` lose (``P' = clip(P - lambda (c_a - c_b), 0, 1)``, ``c = 1`` if truncated), in the
+            training feedback and the held-out evaluation.
         track_win_rate (`bool`, defaults to True): each iteration, one fresh sample per prompt from
             ``pi_{t+1}`` against one anchor sample from ``pi_t`` under the oracle (``B`` extra generations and
             queries, counted as ``eval_queries``, not ``queries``).
@@ -128,6 +137,10 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     opponent_offload: bool = True
     eval_every: int = 1
+    eval_prompts: list[str] | None = None
+    eval_oracle: Any = None
+    eval_samples: int = 2
+    missing_eos_penalty: float | None = None
     track_win_rate: bool = True
     output_dir: str = "outputs/llm"
     save_every: int = 0
@@ -153,6 +166,7 @@ class TrainerConfig:
             positive_int(name)
         for name in ("top_k", "warmup_steps", "seed", "eval_every", "save_every"):
             positive_int(name, allow_zero=True)
+        self._check_eval()
         for name in ("logprob_batch_size", "generation_batch_size", "save_total_limit", "num_threads"):
             if getattr(self, name) is not None:
                 positive_int(name)
@@ -212,6 +226,24 @@ class TrainerConfig:
             raise ValueError(f"trainer.log_with: unknown tracker(s) {bad}; choose from {list(TRACKERS)} (or null).")
         self.log_with = names
 
+    def _check_eval(self) -> None:
+        """Validate the held-out evaluation settings and the missing-EOS penalty."""
+        from nashalign.llm.evaluate import _check_penalty
+
+        _check_penalty(self.missing_eos_penalty)
+        if self.eval_prompts is not None:
+            if isinstance(self.eval_prompts, str) or not all(isinstance(p, str) for p in self.eval_prompts):
+                raise ValueError("trainer.eval_prompts must be a list of prompt strings (or null: no held-out eval).")
+            self.eval_prompts = list(self.eval_prompts)
+            if not self.eval_prompts:
+                raise ValueError("trainer.eval_prompts is empty; give held-out prompts or null.")
+        if self.eval_oracle is not None and not (callable(self.eval_oracle) or isinstance(self.eval_oracle, str)):
+            raise ValueError(
+                f"trainer.eval_oracle must be an oracle or a dotted import path, got {self.eval_oracle!r}."
+            )
+        if isinstance(self.eval_samples, bool) or not isinstance(self.eval_samples, int) or self.eval_samples < 1:
+            raise ValueError(f"trainer.eval_samples must be an integer >= 1, got {self.eval_samples!r}.")
+
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> TrainerConfig:
         """Build from a dict / OmegaConf node; unknown keys raise a ``ValueError`` naming the known ones."""
@@ -232,6 +264,11 @@ class TrainerConfig:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """Plain values (JSON-ready); an ``eval_oracle`` object becomes its name."""
+        d = asdict(replace(self, eval_oracle=None))  # an oracle object is not a setting
+        if self.eval_oracle is not None:
+            from nashalign.oracles.base import oracle_name
+
+            d["eval_oracle"] = self.eval_oracle if isinstance(self.eval_oracle, str) else oracle_name(self.eval_oracle)
         d["adam_betas"] = list(self.adam_betas)
         return d

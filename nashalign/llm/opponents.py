@@ -2,22 +2,33 @@
 
 Opponent kinds (:data:`nashalign.algorithms.base.OPPONENT_KINDS`) that are not the live policy or the
 mixture with ``mu`` need other parameters: ``previous`` = ``theta_{t-1}`` (OMWU), ``half`` = the
-extragradient half step (EGPO), ``ema`` = ``theta_bar_t`` (Nash-EMA).  The bank holds them as named
+extragradient half step (EGPO) or the last played policy (ONPO), ``ema`` = ``theta_bar_t`` (Nash-EMA).  Two
+more slots feed the loss rather than the sampler: ``previous`` scores responses for ``LossInputs.logp_previous``
+(APO, MNPO: ``uses_previous``) and ``centre`` = the prox centre ``pi_k`` (MPO, COMAL, Nash-Prox).  The bank holds them as named
 *slots*: one tensor per trainable parameter (the LoRA adapter only under LoRA), on the CPU (pinned when
 a GPU is used) or on the device, allocated once and reused.  Sampling from a slot SWAPS it with the live
 parameters in place, one parameter at a time (a temporary of one parameter's size, never a third copy of
 the model), so optimizers built on the parameters stay valid.
 
-Per iteration the trainer holds at most ONE slot (see :meth:`NashTrainer` in :mod:`nashalign.llm.trainer`):
+Per iteration the trainer holds at most ONE slot, COMAL two (see :meth:`NashTrainer` in :mod:`nashalign.llm.trainer`):
 
 * OMWU: ``previous``; after the phase's feedback is collected it is overwritten with ``theta_t``;
 * EGPO: ``theta_t`` (phase 1 samples the half step from the live model, swaps ``theta_t`` in for the
   ``pi_t`` responses, then loads it back before optimising) plus the optimizer state of ``theta_t``
   (:meth:`OpponentBank.store_optimizer`, restored in place: no second device copy);
-* Nash-EMA: ``ema``, updated in place ``ema <- (1 - beta) ema + beta theta``.
+* Nash-EMA: ``ema``, updated in place ``ema <- (1 - beta) ema + beta theta``;
+* APO, MNPO: ``previous`` (scored under a swap before it is overwritten with ``theta_t``);
+* MPO, COMAL, Nash-Prox: ``centre``, overwritten with ``theta_t`` when ``alg.recentres_at(t)`` (scored under a
+  swap); COMAL's EGPO inner solver adds EGPO's ``theta_t`` and optimizer state;
+* ONPO: ``half`` = the played ``pi_{t-1}``, phase 0's opponent; once phase 0's feedback is collected its
+  buffers take ``theta_t`` (:meth:`OpponentBank.rename`), and before phase 1 optimises the slot and the live
+  half step trade places (:meth:`OpponentBank.exchange`): the slot holds the new played ``pi_t``, the model
+  ``theta_t`` again; plus the optimizer state, as EGPO.
 
-Copies held (``P`` = trainable parameters): 1 slot (``P``) for OMWU / Nash-EMA, 1 slot plus the optimizer
-state (``P`` + 2``P`` for Adam) for EGPO, 0 for the rest; all on the host with ``offload=True``.
+Copies held (``P`` = trainable parameters): 1 slot (``P``) for OMWU / Nash-EMA / APO / MNPO / MPO / Nash-Prox
+(and COMAL with ``inner='inpo'``), 1 slot plus the optimizer state (``P`` + 2``P`` for Adam) for EGPO / ONPO,
+2 slots plus the optimizer state for COMAL (EGPO inner solver), 0 for the rest; all on the host with
+``offload=True``: the device holds the policy, the reference and the optimizer state only.
 """
 
 from __future__ import annotations
@@ -130,6 +141,15 @@ class OpponentBank:
     def drop(self, name: str) -> None:
         self.slots.pop(name, None)
 
+    def exchange(self, name: str) -> None:
+        """The live parameters and ``slot[name]`` trade places, in place (the slot then holds the old live ones)."""
+        swap_into(self.model, self._get(name))
+
+    def rename(self, old: str, new: str) -> None:
+        """Slot ``old`` becomes slot ``new`` (its buffers are reused; a slot ``new`` is replaced)."""
+        self.slots[new] = self._get(old)
+        del self.slots[old]
+
     def __contains__(self, name: str) -> bool:
         return name in self.slots
 
@@ -138,7 +158,9 @@ class OpponentBank:
             raise KeyError(f"the opponent bank has no slot {name!r} (slots: {sorted(self.slots)}).")
         return self.slots[name]
 
-    def state_dict(self, names: tuple[str, ...] = ("previous", "ema")) -> dict[str, dict[str, Tensor]]:
+    def state_dict(
+        self, names: tuple[str, ...] = ("previous", "ema", "half", "centre")
+    ) -> dict[str, dict[str, Tensor]]:
         """CPU copies of the slots that live across iterations (for checkpoints)."""
         return {k: {n: t.detach().cpu().clone() for n, t in v.items()} for k, v in self.slots.items() if k in names}
 

@@ -12,15 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["collect_runs", "plot_curves", "summary_table", "LABELS"]
+__all__ = ["collect_runs", "plot_curves", "summary_table"]
 
-#: Readable names of the benchmark's metrics (panel titles).
-LABELS = {
-    "exploitability": "exploitability  max_y P(y > pi) - 1/2",
-    "kl_target": "KL(pi*_tau || pi) to the regularised equilibrium",
-    "reg_exploitability": "regularised exploitability",
-    "invalid_mass": "mass on invalid responses",
-}
 
 
 def collect_runs(root: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
@@ -54,39 +47,14 @@ def plot_curves(
 ) -> Path | None:
     """One log-scale panel per metric in ``keys``, one curve per run; saved to ``path`` (PNG/PDF by suffix).
 
-    Panels are titled with readable metric names (:data:`LABELS`); ten strong colours, then the same colours
-    dashed, with markers offset between curves so that coinciding curves stay visible.  ``title`` defaults to
-    a description of the known-equilibrium benchmark.  Returns the path, or None when no run has any of ``keys``.
+    Drawn by :func:`nashalign.reporting.plot_metric_histories` (readable metric names, strong colours, offset
+    markers; runs with identical curves share one line).  ``title`` defaults to a description of the
+    known-equilibrium benchmark.  Returns the path, or None when no run has any of ``keys``.
     """
-    keys = [k for k in keys if any(k in r for rows in runs.values() for r in rows)]
-    if not keys:
-        return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import matplotlib
+    from nashalign import reporting
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys) + 1.5, 4.2), squeeze=False)
-    colors = plt.get_cmap("tab10").colors
-    styles = ("-", "--", ":", "-.")
-    for ax, key in zip(axes[0], keys):
-        for i, (label, rows) in enumerate(runs.items()):
-            pts = [(r[x], r[key]) for r in rows if key in r and r[key] is not None and r[key] > 0]
-            if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3.5, markevery=(i % 3, 3), lw=1.6, label=label,
-                        color=colors[i % 10], ls=styles[(i // 10) % 4])
-        ax.set_yscale("log")
-        ax.set_xlabel(x)
-        ax.set_title(LABELS.get(key, key), fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle(title or "Known-equilibrium LM benchmark: exact metrics of the LM's response distribution")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    title = title or "Known-equilibrium LM benchmark: exact metrics of the LM's response distribution"
+    return reporting.plot_metric_histories(runs, Path(path), keys, x=x, title=title)
 
 
 def summary_table(

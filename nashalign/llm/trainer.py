@@ -13,13 +13,19 @@ Opponent kinds map to samplers: ``current`` = the policy at the start of the pha
 token-level geometric mixture ``pi^{1-w} mu^w``; ``previous`` / ``ema`` = parameters in the
 :class:`~nashalign.llm.opponents.OpponentBank`, swapped in place; ``half`` = EGPO's half step: phase 0
 trains ``theta_t`` into it, phase 1 samples the opponent from the live model, then loads ``theta_t`` (and its
-optimizer state) back from the bank and trains again against the same anchor ``pi_t``.
+optimizer state) back from the bank and trains again against the same anchor ``pi_t``.  ONPO plays ``half``
+in phase 0 too: the bank keeps the last played policy across iterations (slot ``half``).
+
+Other parameters an algorithm reads: ``theta_{t-1}`` (slot ``previous``) scores every response as
+``LossInputs.logp_previous`` when ``alg.uses_previous`` (APO, MNPO); the prox centre ``pi_k`` (slot ``centre``,
+stored when ``alg.recentres_at(t)``: MPO, COMAL, Nash-Prox) makes ``logp_ref = (1 - w) log pi_k + w log mu``
+(``w = alg.centre_ref_weight()``).
 
 Devices come from Accelerate (single CPU/GPU, DDP, FSDP, DeepSpeed through ``accelerate launch``); every
 reported count and metric is global over processes.  Checkpoints (:mod:`nashalign.llm.checkpoint`) are
 atomic and resume bit-identically.  Importing this module does not import Hydra.
 
-Example:
+Examples:
     >>> from nashalign.algorithms import get_algorithm
     >>> from nashalign.llm.trainer import NashTrainer, TrainerConfig
     >>> trainer = NashTrainer(policy, get_algorithm("nash_md", eta=0.5, tau=0.1), oracle, prompts,
@@ -47,22 +53,25 @@ from nashalign.llm import _setup, checkpoint
 from nashalign.llm._decode import HFSampler
 from nashalign.llm._load import process_state
 from nashalign.llm._report import TrainerReporting
+from nashalign.llm._slots import TrainerSlots
 from nashalign.llm.checkpoint import latest_checkpoint
 from nashalign.llm.config import TIMING_KEYS, TrainerConfig
 from nashalign.llm.opponents import OpponentBank
+from nashalign.llm.runs import collect_runs, plot_curves, summary_table  # re-exported: the apps' run helpers
 
-__all__ = ["TrainerConfig", "NashTrainer", "latest_checkpoint", "TIMING_KEYS"]
+__all__ = ["TrainerConfig", "NashTrainer", "latest_checkpoint", "TIMING_KEYS", "collect_runs", "plot_curves",
+           "summary_table"]
 
 log = logging.getLogger(__name__)
 
 
 def _rows(inputs: LossInputs, m: torch.Tensor) -> LossInputs:
     """The rows ``m`` of every ``(R, K)`` field (None stays None)."""
-    keys = ("logp_anchor", "logp_ref", "signal", "logp_behavior", "weights")
+    keys = ("logp_anchor", "logp_ref", "signal", "logp_behavior", "weights", "logp_previous")
     return replace(inputs, **{k: getattr(inputs, k)[m] for k in keys if getattr(inputs, k) is not None})
 
 
-class NashTrainer(TrainerReporting):
+class NashTrainer(TrainerSlots, TrainerReporting):
     """Online Nash learning for a :class:`~nashalign.llm.policy.CausalLMPolicy` (see the module docstring).
 
     Args:
@@ -100,6 +109,10 @@ class NashTrainer(TrainerReporting):
         self.config = cfg = config if isinstance(config, TrainerConfig) else TrainerConfig.from_mapping(config or {})
         _setup.check_inputs(cfg, policy, algorithm, oracle, prompts)
         self.policy, self.alg, self.oracle, self.prompts = policy, algorithm, oracle, list(prompts)
+        if cfg.missing_eos_penalty:  # truncated responses lose (texts are tagged in _generate)
+            from nashalign.llm.evaluate import missing_eos_penalized
+
+            self.oracle = missing_eos_penalized(oracle, cfg.missing_eos_penalty)
         self.evaluate_fn, self.sampler = evaluate, sampler or HFSampler()
         self.estimator = cfg.estimator or algorithm.estimator
         self.k = cfg.k if cfg.k is not None else (4 if self.estimator == "winrate" else 2)
@@ -182,6 +195,10 @@ class NashTrainer(TrainerReporting):
                 top_p=cfg.top_p, top_k=cfg.top_k, mixture=mixture, generator=self.generator,
                 batch_size=cfg.generation_batch_size,
             )
+        if cfg.missing_eos_penalty:  # responses carry their finished flag to the oracle
+            from nashalign.llm.evaluate import tag_finished
+
+            samples.texts = tag_finished(samples.texts, samples.finished)
         stats = self._gen_stats
         stats["seconds"] = stats.get("seconds", 0.0) + time.perf_counter() - start
         stats["sequences"] = stats.get("sequences", 0) + len(samples)
@@ -202,7 +219,7 @@ class NashTrainer(TrainerReporting):
                     return self._generate(batch, k, mixture=mix)
             if kind == "half" and phase > 0:
                 return self._generate(batch, k)
-            if kind not in OPPONENT_KINDS or kind == "half" or kind not in self.bank:
+            if kind not in OPPONENT_KINDS or kind not in self.bank:
                 raise ValueError(
                     f"{self.alg.name}: opponent kind {kind!r} has no sampler in phase {phase} (known: "
                     f"{list(OPPONENT_KINDS)}); an algorithm outside the registry must map its opponents to these kinds."
@@ -243,19 +260,24 @@ class NashTrainer(TrainerReporting):
         ``weights`` ``(R,)``: exact row weights (every response enumerated with its probability) instead of
         sampled rows; what the trainer-phase exactness test feeds.  Metrics are read from the device once.
         """
-        return self._optimise(self.iteration if t is None else t, fb, weights)
+        return self._optimise(self.iteration if t is None else t, fb, weights, self._previous_logprobs(fb))
 
-    def _optimise(self, t: int, fb: Feedback, weights: torch.Tensor | None = None) -> dict[str, Any]:
-        """Minibatch steps on ``alg.loss`` over the phase's rows; metrics read from the device once, at the end."""
+    def _optimise(
+        self, t: int, fb: Feedback, weights: torch.Tensor | None = None, previous: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Minibatch steps on ``alg.loss`` over the phase's rows; metrics read from the device once, at the end.
+
+        ``previous``: ``(N,)`` ``log pi_{t-1}`` per response (``alg.uses_previous``).
+        """
         cfg, acc, alg = self.config, self.accelerator, self.alg
         index = fb.index.cpu()  # (R, K) into fb.responses
         R, mb = index.shape[0], cfg.minibatch_size
-        ref_all = self._logprobs(fb.responses, model="reference")  # (N,) log mu, each response scored once
+        ref_all = self._reference_logprobs(fb.responses)  # (N,) log mu (or the prox centre), each response once
         dev = ref_all.device
         # One optimizer step per phase and no dropout: log pi_t is the gradient pass's own (detached) value.
         reuse_anchor = cfg.epochs == 1 and R <= mb and self._dropout_free
         anchor_all = None if reuse_anchor else self._logprobs(fb.responses, model=self._train_module())
-        inputs = feedback_inputs(alg, fb, anchor_all, ref_all, step=t, weights=weights)
+        inputs = feedback_inputs(alg, fb, anchor_all, ref_all, step=t, weights=weights, logp_previous=previous)
         sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=dev)
         grad_norm, n_terms, n_steps = torch.zeros((), device=dev), 0, 0
@@ -305,30 +327,32 @@ class NashTrainer(TrainerReporting):
     # ------------------------------------------------------------------------------------- one iteration
     def step(self) -> dict[str, Any]:
         """One iteration (all phases): returns its (global) metrics and appends them to :attr:`history`."""
-        alg, t, bank, cfg = self.alg, self.iteration, self.bank, self.config
+        alg, t, bank = self.alg, self.iteration, self.bank
         kinds = {o.kind for p in range(alg.phases) for o in alg.neural_opponents(t, p)}
         self._gen_stats, self._local = {}, {"queries_iter": 0, "eval_queries_iter": 0}
         start = time.perf_counter()
-        for kind in ("previous", "ema"):
-            if kind in kinds and kind not in bank:
-                bank.store(kind)  # pi_{-1} := pi_0 and theta_bar_0 := theta_0, as the tabular init
-        if alg.phases > 1:
-            bank.store("theta_t")
-            if cfg.extragradient_restore_optimizer:
-                bank.store_optimizer(self.optimizer)
+        keep_previous = "previous" in kinds or alg.uses_previous  # OMWU's opponent; APO's / MNPO's anchor
+        keep_half = any(o.kind == "half" for o in alg.neural_opponents(t, 0))  # ONPO: phase 0 plays the last half
+        for kind, keep in (("previous", keep_previous), ("ema", "ema" in kinds), ("half", keep_half)):
+            if keep and kind not in bank:
+                bank.store(kind)  # pi_{-1} := pi_0, theta_bar_0 := theta_0, ONPO's pi_0 := pi_hat_0 (tabular init)
+        recentres = getattr(alg, "recentres_at", None)
+        if recentres is not None and recentres(t):
+            bank.store("centre")  # the prox centre becomes pi_t (MPO's magnet reset)
         phase_metrics, anchor = [], None
         for phase in range(alg.phases):
             prompts = self._prompt_batch(t, phase)
             fb = self._collect(t, phase, prompts)
             if phase == 0:
                 anchor = (prompts, fb.responses) if fb.behavior == "current" else None
-            if phase > 0:  # extragradient: back to theta_t (and its optimizer state), train against the half step
-                bank.load("theta_t")
-                if cfg.extragradient_restore_optimizer:
-                    bank.restore_optimizer(self.optimizer)
-            if phase == alg.phases - 1 and "previous" in kinds:
+                if alg.phases > 1:
+                    self._store_theta_t(keep_half)
+            else:  # extragradient: back to theta_t (and its optimizer state), train against the half step
+                self._restore_theta_t(keep_half)
+            previous = self._previous_logprobs(fb)  # log pi_{t-1} (uses_previous), before the slot moves on
+            if phase == alg.phases - 1 and keep_previous:
                 bank.store("previous")  # the live model is theta_t: the next iteration's previous iterate
-            phase_metrics.append(self._optimise(t, fb))
+            phase_metrics.append(self._optimise(t, fb, previous=previous))
         bank.drop("theta_t")
         if "ema" in kinds:
             beta = next(o.mix for p in range(alg.phases) for o in alg.neural_opponents(t, p) if o.kind == "ema")

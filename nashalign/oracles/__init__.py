@@ -5,8 +5,8 @@ One protocol (:class:`PreferenceOracle`) covers every oracle: a game's matrix ov
 Bradley-Terry (:class:`RewardModelOracle`), pairwise classifiers (:class:`PairwiseClassifierOracle`), general
 preference models over embeddings (:class:`GPMOracle`), LLM judges read from next-token logits
 (:class:`LLMJudgeOracle`), TRL-style judges (:class:`JudgeAdapter`) and plain functions
-(:func:`from_callable`).  Wrappers make them safe: :func:`symmetrize`, :func:`cached`,
-:func:`micro_batched`, :func:`retrying`, :func:`validated`, :func:`counted`; :func:`check_oracle` reports
+(:func:`from_callable`), and judges served behind an OpenAI-compatible HTTP API (:class:`ServedJudgeOracle`).  Wrappers make them safe: :func:`symmetrize`, :func:`cached`,
+:func:`disk_cached` (sqlite, shared by processes and runs), :func:`micro_batched`, :func:`retrying`, :func:`validated`, :func:`counted`; :func:`check_oracle` reports
 consistency and position bias.
 
 Importing this package does not import ``transformers``; the Hugging Face oracles import it when built.
@@ -19,13 +19,16 @@ from nashalign.oracles.base import (
     as_oracle,
     from_callable,
     oracle_name,
+    register_adapter,
 )
+from nashalign.oracles.disk_cache import DiskCachedOracle, PreferenceStore, disk_cached, oracle_identity
 from nashalign.oracles.factory import build_oracle
 from nashalign.oracles.gpm import DEFAULT_EMBED_TEMPLATE, GPMOracle, MeanPoolEncoder, default_encoder_path
 from nashalign.oracles.judge import DEFAULT_JUDGE_TEMPLATE, LLMJudgeOracle
 from nashalign.oracles.matrix import ClassMatrixOracle, MatrixOracle
 from nashalign.oracles.pairwise import DEFAULT_PAIR_TEMPLATE, PairwiseClassifierOracle
 from nashalign.oracles.reward import RewardModelOracle, SequenceClassifierScorer
+from nashalign.oracles.served import Judgements, ServedJudgeOracle
 from nashalign.oracles.trl_judge import JudgeAdapter
 from nashalign.oracles.wrappers import (
     CachedOracle,
@@ -49,6 +52,7 @@ __all__ = [
     "PreferenceOracle",
     "OracleError",
     "as_oracle",
+    "register_adapter",
     "from_callable",
     "FunctionOracle",
     "oracle_name",
@@ -65,12 +69,18 @@ __all__ = [
     "default_encoder_path",
     "LLMJudgeOracle",
     "JudgeAdapter",
+    "ServedJudgeOracle",
+    "Judgements",
     "DEFAULT_PAIR_TEMPLATE",
     "DEFAULT_JUDGE_TEMPLATE",
     "DEFAULT_EMBED_TEMPLATE",
     # wrappers
     "symmetrize",
     "cached",
+    "disk_cached",
+    "oracle_identity",
+    "PreferenceStore",
+    "DiskCachedOracle",
     "micro_batched",
     "retrying",
     "validated",

@@ -35,6 +35,7 @@ __all__ = [
     "PreferenceOracle",
     "FunctionOracle",
     "as_oracle",
+    "register_adapter",
     "from_callable",
     "oracle_name",
     "batch_len",
@@ -262,7 +263,7 @@ def _resolve_dotted(path: str) -> Any:
 def from_callable(fn: Callable[..., Any] | str, name: str | None = None) -> FunctionOracle:
     """An oracle from a function ``fn(prompts, first, second)`` or its dotted import path (for YAML configs).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from nashalign.oracles import from_callable
         >>> longer = from_callable(lambda x, a, b: torch.tensor([float(len(s) > len(t)) for s, t in zip(a, b)]))
@@ -275,25 +276,48 @@ def from_callable(fn: Callable[..., Any] | str, name: str | None = None) -> Func
     return FunctionOracle(fn, name=name)
 
 
+#: Adapters that :func:`as_oracle` tries, in order, before the plain-callable case: ``(accepts, build)``
+#: pairs, where ``accepts(obj)`` says whether the adapter handles ``obj`` and ``build(obj, name=...)`` makes
+#: the oracle.  Concrete adapters join with :func:`register_adapter` when their module is imported (the
+#: package ``nashalign.oracles`` imports them all), so this protocol module imports none of them.
+_ADAPTERS: list[tuple[Callable[[Any], bool], Callable[..., PreferenceOracle]]] = []
+
+
+def register_adapter(accepts: Callable[[Any], bool], build: Callable[..., PreferenceOracle]) -> None:
+    """Teach :func:`as_oracle` a new kind of object: when ``accepts(obj)`` is true it returns ``build(obj, name=name)``.
+
+    Adapters are tried in registration order, after strings and nashalign oracles and before the
+    plain-callable case.  :mod:`nashalign.oracles.trl_judge` registers :class:`~nashalign.oracles.JudgeAdapter`
+    this way for objects with a ``judge`` method.  Registering the same ``(accepts, build)`` pair twice is a
+    no-op.
+    """
+    if not callable(accepts) or not callable(build):
+        raise TypeError(
+            f"register_adapter needs two callables (accepts(obj) -> bool, build(obj, name=...) -> oracle), "
+            f"got {type(accepts).__name__} and {type(build).__name__}."
+        )
+    if (accepts, build) not in _ADAPTERS:
+        _ADAPTERS.append((accepts, build))
+
+
 def as_oracle(obj: Any, name: str | None = None) -> PreferenceOracle:
     """Turn what a user brings into an oracle.
 
-    * an object with a ``judge(prompts, completions, ...)`` method (TRL's historical pairwise-judge shape)
-      becomes a :class:`~nashalign.oracles.trl_judge.JudgeAdapter`;
+    * a string is read as the dotted import path of a callable (see :func:`from_callable`);
     * a nashalign oracle (anything with ``is_nashalign_oracle``) is returned unchanged;
+    * an object a registered adapter accepts (:func:`register_adapter`) is adapted: an object with a
+      ``judge(prompts, completions, ...)`` method (TRL's historical pairwise-judge shape) becomes a
+      :class:`~nashalign.oracles.trl_judge.JudgeAdapter`;
     * any other callable ``f(prompts, first, second)`` is wrapped in :class:`FunctionOracle`, which
-      converts its output to a float tensor;
-    * a string is read as the dotted import path of such a callable.
+      converts its output to a float tensor.
     """
     if isinstance(obj, str):
         return from_callable(obj, name=name)
     if getattr(obj, "is_nashalign_oracle", False):
         return obj
-    judge = getattr(obj, "judge", None)
-    if callable(judge):
-        from nashalign.oracles.trl_judge import JudgeAdapter
-
-        return JudgeAdapter(obj, name=name)
+    for accepts, build in _ADAPTERS:
+        if accepts(obj):
+            return build(obj, name=name)
     if callable(obj):
         return FunctionOracle(obj, name=name)
     raise TypeError(

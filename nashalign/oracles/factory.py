@@ -11,7 +11,10 @@ from nashalign.oracles.matrix import _plain
 
 __all__ = ["build_oracle"]
 
-_KNOWN = ("symmetrize", "cache", "cache_maxsize", "batch_size", "retry", "validate", "count", "name")
+_KNOWN = (
+    "symmetrize", "cache", "cache_maxsize", "cache_path", "cache_identity", "batch_size", "retry", "validate",
+    "count", "name",
+)  # fmt: skip
 
 
 def build_oracle(
@@ -20,6 +23,8 @@ def build_oracle(
     symmetrize: bool = False,
     cache: bool = False,
     cache_maxsize: int | None = None,
+    cache_path: str | None = None,
+    cache_identity: str | None = None,
     batch_size: int | None = None,
     retry: bool | int | Mapping[str, Any] | None = None,
     validate: bool = True,
@@ -30,12 +35,14 @@ def build_oracle(
     """Wrap ``oracle`` (anything :func:`~nashalign.oracles.as_oracle` accepts) in the standard stack.
 
     From the inside out: ``validated`` (named ``name``) → ``counted`` (pairs really sent to the oracle,
-    retries included) → ``retrying`` → ``micro_batched`` → ``symmetrize`` → ``cached``.  Options can also come
+    retries included) → ``retrying`` → ``micro_batched`` → ``symmetrize`` → ``disk_cached`` → ``cached``.  Options can also come
     as one ``wrappers`` mapping (how the YAML configs pass them); its entries override the keywords.
 
     Args:
         symmetrize: ask both orders and average (removes position bias; doubles the cost).
         cache: memoise answers (``cache_maxsize`` bounds it, LRU); never for a stochastic oracle.
+        cache_path: persist answers in this sqlite file (:func:`~nashalign.oracles.disk_cached`), shared by
+            processes and runs; ``cache_identity`` names the oracle there (default: derived from it).
         batch_size: split calls into micro-batches of at most this many pairs (after symmetrising: the
             oracle sees ``2B`` pairs).
         retry: ``True`` / number of attempts / keyword arguments of :func:`~nashalign.oracles.retrying`.
@@ -47,6 +54,8 @@ def build_oracle(
         symmetrize=symmetrize,
         cache=cache,
         cache_maxsize=cache_maxsize,
+        cache_path=cache_path,
+        cache_identity=cache_identity,
         batch_size=batch_size,
         retry=retry,
         validate=validate,
@@ -83,6 +92,10 @@ def build_oracle(
         out = W.micro_batched(out, int(opts["batch_size"]))
     if opts["symmetrize"]:
         out = W.symmetrize(out)
+    if opts["cache_path"]:
+        from nashalign.oracles.disk_cache import disk_cached
+
+        out = disk_cached(out, str(opts["cache_path"]), identity=opts["cache_identity"])
     if opts["cache"]:
         out = W.cached(out, maxsize=opts["cache_maxsize"])
     if counter is not None:

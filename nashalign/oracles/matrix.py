@@ -77,7 +77,7 @@ class MatrixOracle(OracleBase):
     response ids; each a 1-D integer tensor or a list of ints.  The gather ``P[x, y, y']`` is one
     vectorised indexing operation.
 
-    Example:
+    Examples:
         >>> from nashalign.oracles import MatrixOracle
         >>> rps = [[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]]   # rock, paper, scissors
         >>> oracle = MatrixOracle(rps)
@@ -215,7 +215,7 @@ class ClassMatrixOracle(OracleBase):
 
     Prompts are matched exactly (no normalisation) when ``classes`` or ``matrices`` is per prompt.
 
-    Example:
+    Examples:
         >>> from nashalign.oracles import ClassMatrixOracle
         >>> rps = [[0.5, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 1.0, 0.5]]
         >>> oracle = ClassMatrixOracle({"rock": 0, "paper": 1, "scissors": 2}, rps)

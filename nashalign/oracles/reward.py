@@ -108,7 +108,7 @@ class RewardModelOracle(OracleBase):
     symmetrised call costs no more model work than a plain one.  The result is consistent by
     construction: ``P(a ≻ b) + P(b ≻ a) = 1`` and ``P(a ≻ a) = 1/2``.
 
-    Example:
+    Examples:
         >>> from nashalign.oracles import RewardModelOracle
         >>> oracle = RewardModelOracle(lambda x, ys: [float(len(y)) for y in ys])   # longer is better
         >>> round(oracle(["q"], ["abc"], ["a"]).item(), 4)   # sigmoid(3 - 1)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_pair
+from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_pair, register_adapter
 
 __all__ = ["JudgeAdapter"]
 
@@ -36,6 +36,15 @@ class JudgeAdapter(OracleBase):
             naming the pairs), ``"tie"`` (``P = 1/2``), or ``"coin"`` (a fair 0/1 coin from ``seed``).
         seed: seed of the coin for ``on_failure="coin"``.
         name: used in error messages (default: the judge's class name).
+
+    Examples:
+        >>> from nashalign.oracles import as_oracle
+        >>> class Longer:   # TRL's pairwise-judge shape: the index of the better completion
+        ...     def judge(self, prompts, completions, shuffle_order=True):
+        ...         return [0 if len(a) >= len(b) else 1 for a, b in completions]
+        >>> oracle = as_oracle(Longer())   # dispatched to JudgeAdapter
+        >>> oracle(["q", "q"], ["a long answer", "no"], ["short", "a longer one"]).tolist()
+        [1.0, 0.0]
     """
 
     def __init__(
@@ -116,3 +125,11 @@ class JudgeAdapter(OracleBase):
             for i in failed:
                 out[i] = 0.5 if self.on_failure == "tie" else float(self._rng.random() < 0.5)
         return torch.tensor(out, dtype=torch.float64)
+
+
+def has_judge_method(obj: Any) -> bool:
+    """Whether ``obj`` has a callable ``judge`` attribute (the shape :class:`JudgeAdapter` wraps)."""
+    return callable(getattr(obj, "judge", None))
+
+
+register_adapter(has_judge_method, JudgeAdapter)

@@ -112,6 +112,13 @@ def symmetrize(oracle: PreferenceOracle) -> SymmetrizedOracle:
     (a bias ``d`` toward the first position), ``P_sym = q``: the bias cancels.  It doubles the cost.
     The combination is done in float64 (except on MPS), so the identities hold to the last bit for float32
     oracles too.
+
+    Examples:
+        >>> import torch
+        >>> from nashalign.oracles import symmetrize
+        >>> biased = lambda x, a, b: torch.full((len(a),), 0.7)   # always prefers the first position
+        >>> symmetrize(biased)(["q", "q"], ["a", "a"], ["b", "a"]).tolist()   # (0.7 + 1 - 0.7) / 2
+        [0.5, 0.5]
     """
     return SymmetrizedOracle(oracle)
 

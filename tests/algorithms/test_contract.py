@@ -37,17 +37,33 @@ SETTINGS = {
     "omwu": {"eta": 0.5, "tau": 0.1},
     "nash_ema": {"eta": 0.5, "tau": 0.1, "beta": 0.3},
     "online_ipo": {"eta": 0.05, "tau": 0.1},
+    "mpo": {"eta": 0.5, "tau": 0.1, "every": 3},
+    "comal": {"eta": 0.5, "tau": 0.1, "every": 3},
+    "nash_prox": {"eta": 0.05, "tau": 0.5, "beta": 0.1, "every": 3},
+    "onpo": {"eta": 0.5, "tau": 0.1},
+    "apo": {"eta": 0.3, "tau": 0.0, "alpha": 0.5},
+    "mnpo": {"eta": 0.5, "tau": 0.1, "lam": 0.5},
+    "rspo": {"eta": 0.5, "tau": 0.1, "tau_forward": 0.05},
+    "xpo": {"eta": 0.1, "tau": 0.5, "alpha": 1e-3},
 }
 #: Extra variants that exercise other branches (free mixture, unregularised extragradient/optimism).
 VARIANTS = {
     "nash_md_mixture": ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 0.5}),
     "egpo_tau0": ("egpo", {"eta": 0.3, "tau": 0.0}),
     "omwu_tau0": ("omwu", {"eta": 0.3, "tau": 0.0}),
+    "onpo_tau0": ("onpo", {"eta": 0.3, "tau": 0.0}),
+    "nash_prox_beta0": ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.0, "every": 3}),
+    "comal_inpo": ("comal", {"eta": 0.5, "tau": 0.1, "every": 3, "inner": "inpo"}),
+    "xpo_alpha0": ("xpo", {"eta": 0.1, "tau": 0.5, "alpha": 0.0}),
+    "rspo_reverse_only": ("rspo", {"eta": 0.5, "tau": 0.1, "tau_forward": 0.0}),
 }
 CASES = {**{k: (k, v) for k, v in SETTINGS.items()}, **VARIANTS}
 #: Rules whose fixed point is exactly pi*_tau (SPEC.md 1(d)).
-PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo"]
-UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0"]
+PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo", "onpo", "mnpo", "xpo", "xpo_alpha0",
+                 "rspo_reverse_only"]
+UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0", "onpo_tau0", "apo"]
+#: Prox-point rules whose centres converge to the unregularised NE (the uniform NE of RPS is their fixed point).
+PROX_TO_NE = ["mpo", "comal", "nash_prox_beta0", "comal_inpo"]
 
 # rock-paper-scissors of SPEC.md section 0 (eps = 1), start and reference of SPEC.md 12(a)/(b)
 RPS_P = 0.5 + 0.5 * np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -166,7 +182,7 @@ def test_nash_md_with_constant_step_moves_off_the_regularised_equilibrium(case):
     assert np.abs(nxt.logp - star).max() > 1e-4
 
 
-@pytest.mark.parametrize("case", UNREGULARISED)
+@pytest.mark.parametrize("case", UNREGULARISED + PROX_TO_NE)
 def test_uniform_nash_equilibrium_of_rps_is_a_fixed_point(case):
     alg = build(case)
     g = games.rock_paper_scissors()
@@ -218,10 +234,71 @@ def _closed_form(case: str) -> tuple[int, np.ndarray]:
     if case == "online_ipo":  # theta -= eta * 4 pi (e - E_pi e), e = log(pi/mu) - P pi / tau  (SPEC.md 4)
         e = np.log(p / MU) - RPS_P @ p / 0.1
         return 1, _nrm(p * np.exp(-0.05 * 4 * p * (e - p @ e)))
+    if case in ("mpo", "comal", "comal_inpo", "nash_prox", "nash_prox_beta0", "onpo", "onpo_tau0"):
+        return _closed_form_new(case)
+    if case == "apo":  # the paper's form: proximal iterates hat, extrapolation (hat_{t+1}/hat_t)^alpha, alpha = 0.5
+        p1 = h1 = _nrm(p * np.exp(0.3 * RPS_P @ p))  # zero initial velocity: pi_1 = hat_1
+        h2 = _nrm(p1 * np.exp(0.3 * RPS_P @ p1))
+        p2 = _nrm(h2**1.5 / h1**0.5)
+        h3 = _nrm(p2 * np.exp(0.3 * RPS_P @ p2))
+        return 3, _nrm(h3**1.5 / h2**0.5)
+    if case == "mnpo":  # anchor mu^{eta tau} (pi_t^{1/2} pi_{t-1}^{1/2})^{1 - eta tau}, pi_{-1} = pi_0
+        p1 = _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p))
+        return 2, _nrm((p1**0.5 * p**0.5) ** 0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p1))
+    if case == "rspo":  # forward-KL term eta tau_f mu/pi_t added to OMD's exponent
+        return 1, _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * 0.05 * MU / p + 0.5 * RPS_P @ p))
+    if case == "rspo_reverse_only":
+        return 1, _nrm(p**0.95 * MU**0.05 * np.exp(0.5 * RPS_P @ p))
+    if case == "xpo_alpha0":  # online IPO's argmin: mu exp(P(. > pi_t) / tau), tau = 0.5
+        return 1, _nrm(MU * np.exp(RPS_P @ p / 0.5))
     raise KeyError(case)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+def _ipo(p, c, tau, lr):  # one online-IPO gradient step toward the centre c (SPEC.md 4)
+    e = np.log(p / c) - RPS_P @ p / tau
+    return _nrm(p * np.exp(-lr * 4 * p * (e - p @ e)))
+
+
+def _closed_form_new(case: str) -> tuple[int, np.ndarray]:
+    """SPEC.md 14: 4 iterations with a centre reset after the 3rd (every = 3), or 2 optimistic iterations."""
+    p, c = PI0, MU
+    if case in ("onpo", "onpo_tau0"):  # pi_t from hat_{t-1} against pi_{t-1}; hat_t from hat_{t-1} against pi_t
+        eta, tau = (0.5, 0.1) if case == "onpo" else (0.3, 0.0)
+        hat, played = p, p
+        for _ in range(2):
+            played = _omd(hat, eta, tau, played)
+            hat = _omd(hat, eta, tau, played)
+        return 2, hat
+    for t in range(1, 5):
+        if case in ("mpo", "comal_inpo"):  # MMD = INPO's OMD step toward the magnet / centre c
+            p = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ p))
+        elif case == "comal":  # extragradient toward the centre c
+            half = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ p))
+            p = _nrm(p**0.95 * c**0.05 * np.exp(0.5 * RPS_P @ half))
+        else:  # nash_prox: tau = 0.5, beta = 0.1 (or 0), lr 0.05
+            p = _ipo(p, c, 0.5, 0.05)
+        if t == 3:  # reset: c = p^(1-w) mu^w, w = beta/tau
+            w = 0.2 if case == "nash_prox" else 0.0
+            c = _nrm(p ** (1 - w) * MU**w)
+    return 4, p
+
+
+NO_CLOSED_FORM = ["xpo"]  # alpha > 0: a root of its stationarity condition, checked below
+
+
+def test_xpo_step_solves_its_stationarity_condition_on_rps():
+    """XPO (alpha > 0) has no closed form: its step satisfies 4 (v - E_pi_t v) + alpha (1 - pi/pi_t) = 0 with
+    v = log pi - log mu - P(. > pi_t)/tau (up to a constant), and differs from the alpha = 0 closed form."""
+    alg = build("xpo")
+    st = iterate(alg, RPS_P[None], alg.init(np.log(PI0)[None], np.log(MU)[None]), 1)
+    pi = np.exp(st.logp[0])
+    v = np.log(pi) - np.log(MU) - RPS_P @ PI0 / 0.5
+    f = 4 * (v - PI0 @ v) + 1e-3 * (1 - pi / PI0)
+    np.testing.assert_allclose(f, 0.0, atol=1e-12)
+    assert np.abs(pi - _nrm(MU * np.exp(RPS_P @ PI0 / 0.5))).max() > 1e-6  # the bonus moved it
+
+
+@pytest.mark.parametrize("case", sorted(set(CASES) - set(NO_CLOSED_FORM)))
 def test_rps_step_equals_closed_form_written_by_hand(case):
     alg = build(case)
     steps, expected = _closed_form(case)
@@ -263,6 +340,20 @@ INVALID = [
     ("mwu", {"eta": 0.5, "form": "sppo"}, "unknown loss form 'sppo'"),
     ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 1.5}, re.escape("mixture must be in [0, 1]")),
     ("nash_ema", {"eta": 0.5, "tau": 0.1, "beta": 0.0}, re.escape("beta (the EMA rate) must be in (0, 1]")),
+    ("mpo", {"eta": 0.5, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("comal", {"eta": 0.5, "tau": 0.1, "every": 0}, re.escape("every (iterations between centre resets) must be an integer >= 1")),
+    ("mpo", {"eta": 0.5, "tau": 0.1, "every": 2.5}, re.escape("must be an integer >= 1, got 2.5")),
+    ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.7}, re.escape("beta (the target's KL strength toward mu) must be in [0, tau]")),
+    ("nash_prox", {"eta": 0.05, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("onpo", {"eta": 11.0, "tau": 0.1}, re.escape("eta * tau must be <= 1")),
+    ("comal", {"eta": 0.5, "tau": 0.1, "inner": "sgd"}, re.escape("comal: inner must be one of ['egpo', 'inpo'], got 'sgd'")),
+    ("apo", {"eta": 0.3, "alpha": 1.0}, re.escape("alpha (the momentum) must be in [0, 1)")),
+    ("apo", {"eta": 0.3, "tau": 0.1}, "is the unregularised rule: tau must be 0"),
+    ("mnpo", {"eta": 0.5, "tau": 0.1, "lam": -0.1}, re.escape("lam (the weight of pi_(t-1) in the history) must be")),
+    ("mnpo", {"eta": 0.5, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("rspo", {"eta": 0.5, "tau": 0.1, "tau_forward": -1.0}, "tau_forward must be finite and >= 0"),
+    ("xpo", {"eta": 0.1, "tau": 0.0}, "needs a regularised game: tau must be > 0"),
+    ("xpo", {"eta": 0.1, "tau": 0.5, "alpha": -1.0}, "alpha must be finite and >= 0"),
     ("not_an_algorithm", {"eta": 0.5}, re.escape(f"unknown algorithm 'not_an_algorithm'; known algorithms: {KNOWN}.")),
 ]
 
@@ -354,7 +445,7 @@ def test_solve_continues_from_a_result_state_bit_identically(case):
 # ---------------------------------------------------------------------------------------------- 8
 def _loss_cases():
     for name in sorted(ALGORITHMS):
-        forms = ALGORITHMS[name].forms if name != "online_ipo" else (None,)
+        forms = ALGORITHMS[name].forms if ALGORITHMS[name].lift != "gradient_step" else (None,)
         for form in forms:
             yield pytest.param(name, form, id=f"{name}-{form}")
 
@@ -365,6 +456,7 @@ def test_loss_is_finite_with_finite_gradient_on_extreme_and_minus_inf_inputs(nam
     hp = dict(SETTINGS[name])
     hp.pop("beta", None)
     alg = get_algorithm(name, **hp, **({"form": form} if form else {}))
+    prev = torch.tensor([[-2e4, -1.2, -3e3], [float("-inf"), -0.9, -1.1], [-0.4, -1.1, -2.5]], dtype=dtype)
     K = 2 if (form is None or form in _losses.PAIR_FORMS) else 3
     inf = float("inf")
     # row 0: extreme but finite log-probs (long sequences); row 1: a response pi_t gives probability 0
@@ -375,7 +467,8 @@ def test_loss_is_finite_with_finite_gradient_on_extreme_and_minus_inf_inputs(nam
     signal = torch.tensor([[1.0, 0.0, 0.5], [0.3, 0.9, 0.1], [0.6, 0.2, 0.7]], dtype=dtype)[:, :K]
     weights = torch.tensor([0.5, 0.0, 0.5], dtype=dtype)
     lp = logp.clone().requires_grad_(True)
-    out = alg.loss(LossInputs(lp, anchor, ref, signal, weights, anchor, 0))
+    prev = prev[:, :K] if alg.uses_previous else None
+    out = alg.loss(LossInputs(lp, anchor, ref, signal, weights, anchor, 0, prev))
     out.loss.backward()
     assert torch.isfinite(out.loss), out.loss
     assert torch.isfinite(lp.grad).all(), lp.grad
@@ -384,5 +477,6 @@ def test_loss_is_finite_with_finite_gradient_on_extreme_and_minus_inf_inputs(nam
         assert torch.isfinite(v).all()
     # dropping the weight-0 row gives the same loss (it is really ignored, not just finite)
     keep = torch.tensor([0, 2])
-    ref_out = alg.loss(LossInputs(logp[keep], anchor[keep], ref[keep], signal[keep], weights[keep], anchor[keep], 0))
+    ref_out = alg.loss(LossInputs(logp[keep], anchor[keep], ref[keep], signal[keep], weights[keep], anchor[keep], 0,
+                                  None if prev is None else prev[keep]))
     torch.testing.assert_close(out.loss.detach(), ref_out.loss)

@@ -31,7 +31,19 @@ SETTINGS = {
     "omwu": [(0.5, 0.1), (1.0, 0.0)],
     "nash_ema": [(0.5, 0.1), (2.0, 0.4)],
     "online_ipo": [(0.02, 0.1), (0.05, 0.4)],
+    "mpo": [(0.5, 0.1), (2.0, 0.4)],
+    "comal": [(0.5, 0.1), (2.0, 0.4)],
+    "nash_prox": [(0.02, 0.1), (0.05, 0.4)],
+    "onpo": [(0.5, 0.1), (1.0, 0.0)],
+    "apo": [(0.3, 0.0), (1.5, 0.0)],
+    "mnpo": [(0.5, 0.1), (2.0, 0.4)],
+    "rspo": [(0.5, 0.1), (2.0, 0.4), (0.5, 0.0)],
+    "xpo": [(0.1, 0.5), (0.1, 2.0)],
 }
+
+
+#: hyperparameters beyond (eta, tau): momentum, history weight, forward KL, exploration bonus
+EXTRA = {"apo": {"alpha": 0.5}, "mnpo": {"lam": 0.4}, "rspo": {"tau_forward": 0.2}, "xpo": {"alpha": 0.02}}
 
 
 def random_game(seed: int, C: int = 2, n: int = 5) -> PreferenceGame:
@@ -74,8 +86,8 @@ def _cases():
 @pytest.mark.parametrize("name,eta,tau,form,seed", list(_cases()))
 def test_loss_minimiser_equals_exact_step(name, eta, tau, form, seed):
     game = random_game(seed)
-    kw = {"form": form} if name != "online_ipo" else {}
-    alg = get_algorithm(name, eta=eta, tau=tau, **kw)
+    kw = {"form": form} if ALGORITHMS[name].lift != "gradient_step" else {}
+    alg = get_algorithm(name, eta=eta, tau=tau, **kw, **EXTRA.get(name, {}))
     rng = np.random.default_rng(100 + seed)
     st = alg.init(np.log(rng.dirichlet(2 * np.ones(5), size=2)), game.log_ref)
     for _ in range(2):  # non-trivial memory (previous iterate, EMA, ...)
@@ -133,7 +145,7 @@ def _inputs(K: int, B: int = 3, seed: int = 0) -> LossInputs:
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_gradcheck_every_loss_form(name):
     tau = 0.0 if ALGORITHMS[name].tau_rule == "zero" else 0.3
-    forms = ALGORITHMS[name].forms if name != "online_ipo" else (None,)
+    forms = ALGORITHMS[name].forms if ALGORITHMS[name].lift != "gradient_step" else (None,)
     for form in forms:
         kw = {"form": form} if form else {}
         alg = get_algorithm(name, eta=0.7, tau=tau, **kw)
@@ -142,7 +154,7 @@ def test_gradcheck_every_loss_form(name):
 
         def f(lp, inp=inp, alg=alg):
             return alg.loss(LossInputs(lp, inp.logp_anchor, inp.logp_ref, inp.signal, inp.weights,
-                                       inp.logp_behavior, 0)).loss
+                                       inp.logp_behavior, 0, inp.logp_anchor - 0.3 if alg.uses_previous else None)).loss
 
         assert torch.autograd.gradcheck(f, (inp.logp,), eps=1e-6, atol=1e-5)
 
@@ -157,7 +169,7 @@ def test_loss_is_float32_under_bf16_and_finite_on_extreme_logprobs(name):
     anchor = torch.full((4, K), -310.0, dtype=torch.bfloat16)
     ref = torch.full((4, K), -1e4, dtype=torch.bfloat16)
     sig = torch.rand(4, K)
-    out = alg.loss(LossInputs(lp, anchor, ref, sig, None, anchor, 0))
+    out = alg.loss(LossInputs(lp, anchor, ref, sig, None, anchor, 0, anchor - 1 if alg.uses_previous else None))
     assert out.loss.dtype == torch.float32
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(lp.grad.float()).all()

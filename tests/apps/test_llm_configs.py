@@ -1,4 +1,4 @@
-"""Hydra composition of the llm app (conf/llm.yaml): every option of every group, the presets, bad values."""
+"""Hydra composition of the llm app (conf/llm/llm.yaml): every option of every group, the presets, bad values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from nashalign.algorithms import ALGORITHMS, Algorithm
 from nashalign.llm.trainer import TrainerConfig
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "llm"  # the app's config dir (conf/README.md)
 GROUPS = ("algorithm", "model", "oracle", "data", "trainer")
 
 
@@ -122,7 +122,7 @@ def test_bad_algorithm_values_give_clear_errors():
 def test_accelerate_configs_are_valid_accelerate_files():
     from accelerate.commands.config.config_args import ClusterConfig
 
-    files = sorted((CONF / "accelerate").glob("*.yaml"))
+    files = sorted((CONF.parent / "accelerate").glob("*.yaml"))  # not a Hydra group: beside the apps' dirs
     assert {p.stem for p in files} == {"ddp", "fsdp", "deepspeed_zero2"}
     kinds = set()
     for path in files:

@@ -20,7 +20,7 @@ from nashalign import configs
 from nashalign.algorithms import ALGORITHMS, Algorithm
 from nashalign.game import PreferenceGame
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "tabular"  # the app's config dir (conf/README.md)
 GAMES = sorted(p.stem for p in (CONF / "game").glob("*.yaml"))
 ALGOS = sorted(p.stem for p in (CONF / "algorithm").glob("*.yaml"))
 RUNS = sorted(p.stem for p in (CONF / "run").glob("*.yaml"))

@@ -16,12 +16,9 @@ saved to a temporary directory, so every test (and the trainer tests) loads mode
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+# The Hugging Face offline variables are set once, in the root tests/conftest.py (loaded first).
 
 
 

@@ -18,7 +18,7 @@ from nashalign.algorithms import get_algorithm
 from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-CONF = ROOT / "conf"
+CONF = ROOT / "conf" / "llm"  # the app's config dir (conf/README.md)
 TINY = dict(iterations=2, prompts_per_iteration=2, max_new_tokens=4, epochs=2, minibatch_size=4,
             learning_rate=1e-2, cpu=True, num_threads=1, progress=False, save_final_model=False)
 

@@ -53,11 +53,20 @@ def test_bank_swaps_in_place_and_restores_the_optimizer_without_new_tensors(load
         assert torch.equal(v, saved[k]) and v.data_ptr() == ptrs[k]  # restored in place, no second live copy
 
 
-@pytest.mark.parametrize(("name", "slots"), [("egpo", 1), ("omwu", 1), ("nash_ema", 1), ("nash_md", 0), ("omd", 0)])
+#: extra hyperparameters: the prox rules re-centre every iteration (so the centre slot is used), APO is unregularised
+SLOT_HP = {"mpo": {"every": 1}, "comal": {"every": 1}, "nash_prox": {"every": 1}, "apo": {"tau": 0.0}}
+
+
+@pytest.mark.parametrize(("name", "slots"), [("egpo", 1), ("omwu", 1), ("nash_ema", 1), ("nash_md", 0), ("omd", 0),
+                                             ("onpo", 1), ("mpo", 1), ("comal", 2), ("nash_prox", 1), ("apo", 1),
+                                             ("mnpo", 1), ("rspo", 0), ("xpo", 0)])
 def test_no_algorithm_holds_more_than_one_opponent_copy(name, slots, load_policy, synthetic_task, tmp_path,
                                                         monkeypatch):
-    tau = 0.0 if name == "mwu" else 0.1
-    trainer = make(load_policy(), synthetic_task, tmp_path, get_algorithm(name, eta=0.5, tau=tau))
+    """Slots: OMWU/APO/MNPO theta_{t-1}, Nash-EMA the average, EGPO theta_t, ONPO its played policy (whose buffers
+    hold theta_t during the iteration), MPO/Nash-Prox the prox centre; COMAL (EGPO inner solver) the centre and
+    theta_t, the only two-slot case.  Every slot stays off the device."""
+    trainer = make(load_policy(), synthetic_task, tmp_path, get_algorithm(name, **{"eta": 0.5, "tau": 0.1,
+                                                                                    **SLOT_HP.get(name, {})}))
     peak = {"slots": 0}
     store = OpponentBank.store
 
@@ -198,7 +207,7 @@ def test_the_app_places_policy_and_oracle_on_the_process_device(tiny_lm_dir, mon
     import nashalign.llm.app as app
     from nashalign.llm._load import process_state
 
-    conf = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")
+    conf = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf" / "llm")
     with initialize_config_dir(config_dir=conf, version_base="1.3"):
         cfg = compose(config_name="llm", overrides=[
             "model=hf", f"model.name_or_path={tiny_lm_dir}", "oracle=reward_model",

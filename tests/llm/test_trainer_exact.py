@@ -5,7 +5,8 @@ Setting: the known-equilibrium benchmark's tiny LM, whose responses can be enume
 ``pi_t`` over the ``n`` valid responses plus the invalid mass is measured exactly (teacher forcing), as is
 the reference ``mu`` (a separate, perturbed copy, so that ``pi_t != mu``).  For every registered
 algorithm, the signal of the phase is the tabular exact signal of the extended game (its opponents,
-including Nash-MD's geometric mixture, OMWU's previous iterate and EGPO's half step, evaluated exactly), the
+including Nash-MD's geometric mixture, OMWU's previous iterate and EGPO's half step, evaluated exactly; APO and
+MNPO score responses under the bank's ``previous`` slot, loaded with the reference's weights to match), the
 rows are every pair (or every response) with its probability under ``pi_t`` as weight -- no sampling -- and
 the trainer's own optimisation (:meth:`NashTrainer.optimise`, the code path of every phase) runs to
 convergence.  The LM's new distribution over valid responses must equal the exact step's: the losses only
@@ -41,6 +42,8 @@ HP = {
     "dno": {"eta": 0.3, "tau": 0.0},
     "mwu": {"eta": 0.3, "tau": 0.0},
     "nash_ema": {"eta": 0.5, "tau": 0.1, "beta": 0.3},
+    "apo": {"eta": 0.3, "tau": 0.0, "alpha": 0.5},  # the unregularised rule
+    "mnpo": {"eta": 0.5, "tau": 0.1, "lam": 0.4},
 }
 CASES = sorted(n for n in ALGORITHMS if ALGORITHMS[n].lift == "minimizer") + ["nash_md_mixture"]
 
@@ -104,7 +107,8 @@ def train_phase(trainer, policy, task, alg, state, phase):
 
     P = np.asarray(extended_game(task).P)
     signal = np.asarray(exact_signal(P, alg.opponents(state, phase)))  # (C, n + 1)
-    target = np.asarray(alg.target(state, signal, phase))
+    # the exact step: rule M's target, or (XPO, an argmin without a mirror form) the tabular update itself
+    target = np.asarray(alg.target(state, signal, phase) if hasattr(alg, "target") else alg.update(state, signal).logp)
     pi = np.exp(np.asarray(state.logp))
     fb, weights = exact_feedback(policy, task, alg, signal, pi)
     trainer.optimise(fb, t=state.t, weights=weights)
@@ -125,6 +129,8 @@ def test_trainer_phase_with_exact_weights_is_the_exact_step(case, lm_pair, synth
     state = alg.init(np.log(pi0), np.log(mu))
     if state.memory:  # a previous iterate / EMA that differs from pi_t: mu's distribution
         state = State(0, state.logp, state.logmu, {k: np.log(mu) for k in state.memory})
+    if alg.uses_previous:  # APO / MNPO score the responses under theta_{t-1}: the bank's slot holds mu's weights
+        trainer.bank.load_state_dict({"previous": dict(lm_pair[1].named_parameters())})
     n, dist = task.num_classes, pi0
     for phase in range(alg.phases):
         if phase > 0:  # EGPO: the half step is the LM's own; theta_t (and the optimizer) come back from the bank

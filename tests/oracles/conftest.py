@@ -10,8 +10,7 @@ import os
 
 import pytest
 
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
+# The Hugging Face offline variables are set once, in the root tests/conftest.py (loaded first).
 
 TEXTS = [
     "Which response answers the instruction better? Answer with a single letter, A or B.",
@@ -21,8 +20,6 @@ TEXTS = [
     "Instruction: say hello. Answer: A",
     "Instruction: say goodbye. Answer: B",
 ]
-
-
 
 
 @pytest.fixture(scope="session")
@@ -104,3 +101,45 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / "nashalign_user_oracles.py").write_text(USER_ORACLE_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
     return "nashalign_user_oracles"
+
+
+# ------------------------------------------------------------------ served judges (issue 17): a real vLLM server
+def _vllm_python() -> str:
+    from pathlib import Path
+
+    default = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+    return os.environ.get("NASHALIGN_VLLM_PYTHON", str(default))
+
+
+@pytest.fixture(scope="session")
+def served_judge_dir(tmp_path_factory) -> str:
+    """A tiny trained llama judge (answers A/B) saved with its tokenizer (see nashalign.oracles._loopback)."""
+    from nashalign.oracles._loopback import build_tiny_judge
+
+    return build_tiny_judge(tmp_path_factory.mktemp("served_judge"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The interpreter with vLLM (``NASHALIGN_VLLM_PYTHON``, default ``<repo>/.venv-vllm/bin/python``); skips
+    every served test, before any model is built, when it is missing or cannot import vllm."""
+    import subprocess
+
+    python = _vllm_python()
+    if not os.path.exists(python):
+        pytest.skip(f"no vLLM interpreter at {python}; set NASHALIGN_VLLM_PYTHON to a python with vllm installed")
+    probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, timeout=600)
+    if probe.returncode != 0:
+        pytest.skip(f"{python} cannot import vllm: {probe.stderr.decode(errors='replace')[-300:]}")
+    return python
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_python, served_judge_dir):
+    """A vLLM OpenAI-compatible server on 127.0.0.1 serving ``served_judge_dir`` as ``tiny-judge``, shared by
+    every served test and stopped at the end."""
+    from nashalign.oracles._loopback import VLLMServer
+
+    server = VLLMServer(vllm_python, served_judge_dir).start()
+    yield server
+    server.stop()

@@ -48,6 +48,7 @@ def test_every_oracle_config_is_tested():
         "llm_judge",
         "function",
         "trl_judge",
+        "served",  # tested in test_served_cache.py / test_served.py
     }
 
 
