@@ -23,10 +23,9 @@ Array = Any
 _CHUNK_ENTRIES = 1 << 24
 
 
-def _check_preferences(P: Array) -> None:
-    """Finite, in ``[0, 1]``, and ``P + P^T = 1`` (diagonal 1/2), to the dtype's tolerance; chunked over contexts."""
+def _check_preferences(P: Array, tol: float) -> None:
+    """Finite, in ``[0, 1]``, and ``P + P^T = 1`` (diagonal 1/2), to ``tol``; chunked over contexts."""
     C, n, _ = P.shape
-    tol = V.tol_for(P)
     step = max(1, _CHUNK_ENTRIES // max(n * n, 1))
     for c0 in range(0, C, step):
         blk = P[c0 : c0 + step]  # (c, n, n), a view
@@ -56,8 +55,8 @@ class PreferenceGame:
 
     Args:
         P: preference tensor, ``(n, n)`` for one context or ``(C, n, n)``; numpy or torch.
-            ``P[x, y, y'] = P(y > y' | x)`` must satisfy ``P + P^T = 1`` (to 1e-9 in float64) and lie
-            in ``[0, 1]``.
+            ``P[x, y, y'] = P(y > y' | x)`` must satisfy ``P + P^T = 1`` and lie in ``[0, 1]``, to the
+            tolerance of the dtype it is given in (1e-9 for float64, 100 eps = 1.2e-5 for float32, numpy or torch).
         ref: reference policy ``mu``: ``(n,)`` (shared by all contexts) or ``(C, n)``, probabilities with
             full support... or zero entries, which the regularised game then never plays. Uniform when
             omitted.
@@ -78,7 +77,9 @@ class PreferenceGame:
     """
 
     def __init__(self, P: Any, ref: Any = None) -> None:
+        tol = V.source_tol(P)  # the precision P was given in (a float32 numpy P is checked like a float32 tensor)
         P = V.as_float_array(P, "P")
+        tol = max(tol, V.tol_for(P))
         if P.ndim not in (2, 3):
             raise ValueError(
                 f"P must have shape (n, n) for one context or (C, n, n) for C contexts; got {tuple(P.shape)}."
@@ -94,7 +95,9 @@ class PreferenceGame:
             )
         if n < 1:
             raise ValueError("P needs at least one response.")
-        _check_preferences(P)
+        if C < 1:
+            raise ValueError(f"P has shape {tuple(P.shape)}: zero contexts. Pass at least one (n, n) matrix.")
+        _check_preferences(P, tol)
         self.P: Array = P  # (C, n, n)
         if ref is None:
             ref_arr = np.full((C, n), 1.0 / n)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from nashalign import _xp
-from nashalign._validation import check_positive
+from nashalign._validation import check_int, check_positive
 from nashalign.algorithms import _blocks
 from nashalign.algorithms.base import Algorithm, State
 from nashalign.algorithms.registry import get_algorithm
@@ -358,22 +358,28 @@ def solve(
     if not isinstance(game, PreferenceGame):
         raise TypeError(f"game must be a PreferenceGame, got {type(game).__name__}; wrap a matrix with PreferenceGame(P).")
     alg = _build_algorithm(algorithm, eta, tau, algorithm_kwargs)
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}.")
-    if mode not in ("exact", "sampled"):
+    steps = check_int(steps, "steps", 0, "steps is the number of iterations T.")
+    if not isinstance(mode, str) or mode not in ("exact", "sampled"):
         raise ValueError(f"mode must be 'exact' or 'sampled', got {mode!r}.")
     if tol is not None:
         check_positive(tol, "tol")
-    record_every = max(1, steps // 200) if record_every is None else int(record_every)
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}.")
+    record_every = max(1, steps // 200) if record_every is None else check_int(record_every, "record_every", 1)
+    if checkpoint_every is not None:
+        checkpoint_every = check_int(checkpoint_every, "checkpoint_every", 0)
+    if seed is not None:
+        seed = check_int(seed, "seed", 0)
+    if mode == "sampled":
+        from nashalign.sampled import check_oracle_callable
 
-    if backend not in ("numpy", "torch"):
+        check_oracle_callable(oracle)
+
+    if not isinstance(backend, str) or backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
     if p_dtype is not None and mode != "exact":
         raise ValueError("p_dtype (mixed precision) is for mode='exact'; the sampled mode keeps P in dtype.")
     g = game.to(backend, device=device, dtype=dtype, p_dtype=p_dtype)  # numpy ignores device
+    if state is not None:
+        _check_state(state, g)
     P = g.P
     logmu = g.log_ref if ref is None else _xp.log(g.policy(ref, "ref"))
     logp0 = logmu if init is None else _xp.log(g.policy(init, "init"))
@@ -497,6 +503,18 @@ def solve(
     last = g.unbatch(_xp.exp(st.logp))
     average = g.unbatch(avg_sum / (st.t - base_t)) if st.t > base_t else last
     return SolveResult(last, average, history, settings, status, diverged_at, message, st)
+
+
+def _check_state(state: Any, g: PreferenceGame) -> None:
+    """``state`` (to continue from) is a :class:`State` of this game's shape ``(C, n)``."""
+    if not isinstance(state, State):
+        raise TypeError(f"state must be a nashalign State (e.g. previous_result.state), got {type(state).__name__}.")
+    want = (g.num_contexts, g.num_responses)
+    if tuple(getattr(state.logp, "shape", ())) != want:
+        raise ValueError(
+            f"state.logp has shape {tuple(getattr(state.logp, 'shape', ()))}, but the game needs {want}: pass the state "
+            "of a run on this game (previous_result.state)."
+        )
 
 
 def _stall_check(history: History, message: str) -> tuple[str, str]:

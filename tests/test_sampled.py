@@ -95,7 +95,7 @@ def test_bad_sampled_settings_raise_clear_errors():
         na.solve(game, "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", estimator="magic")
     with pytest.raises(ValueError, match="optimizer must be one of"):
         na.solve(game, "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", optimizer="lion")
-    with pytest.raises(ValueError, match="batch and inner_steps must be >= 1"):
+    with pytest.raises(ValueError, match="batch must be >= 1"):
         na.solve(game, "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", batch=0)
     with pytest.raises(ValueError, match="single opponent"):
         na.solve(game, "omwu", eta=0.3, tau=0.1, steps=1, mode="sampled", estimator="pair")

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nashalign import _xp
-from nashalign._validation import check_positive
+from nashalign._validation import check_positive, check_step_size
 from nashalign.algorithms import _blocks, _losses
 
 Array = Any
@@ -167,7 +167,7 @@ class Algorithm(ABC):
 
     def __post_init__(self) -> None:
         if callable(self.eta):
-            pass
+            self.step_size(0)  # a schedule must give a valid eta_0 (a negative or non-numeric one raises here)
         else:
             object.__setattr__(self, "eta", check_positive(self.eta, "eta", hint="eta is the step size."))
         tau = check_positive(self.tau, "tau", allow_zero=True)
@@ -185,9 +185,10 @@ class Algorithm(ABC):
 
     # ------------------------------------------------------------------ hyperparameters
     def step_size(self, t: int) -> float:
-        """``eta_t``: the constant step, or the schedule evaluated at ``t``."""
-        eta = self.eta(t) if callable(self.eta) else self.eta
-        return float(eta)
+        """``eta_t``: the constant step, or the schedule evaluated at ``t`` (checked: a finite real ``> 0``)."""
+        if callable(self.eta):
+            return check_step_size(self.eta(t), t)
+        return float(self.eta)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Field values (schedules by ``repr``), for records and configs."""

@@ -298,30 +298,38 @@ class ValidatedOracle(_Wrapper):
 
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
         B = batch_len(prompts, first, second, self.label)
-        raw = self.inner(prompts, first, second)
-        out = to_prob_tensor(raw, self.label)
-        if out.shape != (B,):
-            raise OracleError(
-                f"Oracle {self.label!r} returned shape {tuple(out.shape)} for {B} pairs; it must return a tensor "
-                f"of shape ({B},) holding P(first[i] ≻ second[i] | prompts[i])."
-            )
-        bad = ~((out >= 0) & (out <= 1))  # NaN fails both comparisons
-        if bool(bad.any()):
-            idx = torch.nonzero(bad).flatten().tolist()
-            vals = out.detach().cpu().tolist()
-            n_nan = int(torch.isnan(out).sum())
-            shown = "; ".join(f"#{i}: {describe_pair(prompts[i], first[i], second[i])} -> {vals[i]!r}" for i in idx[:3])
-            more = f" (and {len(idx) - 3} more)" if len(idx) > 3 else ""
-            raise OracleError(
-                f"Oracle {self.label!r} returned {len(idx)} invalid value(s) of {B} ({n_nan} NaN, "
-                f"{len(idx) - n_nan} outside [0, 1]): {shown}{more}. An oracle must return probabilities "
-                "P(first ≻ second | prompt) in [0, 1]; map scores or logits through a sigmoid."
-            )
-        return out
+        return check_answers(self.inner(prompts, first, second), B, prompts, first, second, self.label)
 
     def check(self, prompts: Batch, responses: Any, num_pairs: int = 64, seed: int = 0) -> OracleReport:
         """Measure consistency and position bias on a sample (:func:`check_oracle`)."""
         return check_oracle(self, prompts, responses, num_pairs=num_pairs, seed=seed)
+
+
+def check_answers(raw: Any, B: int, prompts: Batch, first: Batch, second: Batch, label: str) -> torch.Tensor:
+    """An oracle's raw answer to ``B`` queries as a float tensor ``(B,)`` of probabilities in ``[0, 1]``.
+
+    Raises :class:`OracleError` naming the oracle (``label``) and, for bad values, the offending queries when
+    the answer is not numeric, has another shape than ``(B,)``, or holds NaN or values outside ``[0, 1]``.
+    """
+    out = to_prob_tensor(raw, label)
+    if tuple(out.shape) != (B,):
+        raise OracleError(
+            f"Oracle {label!r} returned shape {tuple(out.shape)} for {B} pairs; it must return a tensor "
+            f"of shape ({B},) holding P(first[i] ≻ second[i] | prompts[i])."
+        )
+    bad = ~((out >= 0) & (out <= 1))  # NaN fails both comparisons
+    if bool(bad.any()):
+        idx = torch.nonzero(bad).flatten().tolist()
+        vals = out.detach().cpu().tolist()
+        n_nan = int(torch.isnan(out).sum())
+        shown = "; ".join(f"#{i}: {describe_pair(prompts[i], first[i], second[i])} -> {vals[i]!r}" for i in idx[:3])
+        more = f" (and {len(idx) - 3} more)" if len(idx) > 3 else ""
+        raise OracleError(
+            f"Oracle {label!r} returned {len(idx)} invalid value(s) of {B} ({n_nan} NaN, "
+            f"{len(idx) - n_nan} outside [0, 1]): {shown}{more}. An oracle must return probabilities "
+            "P(first ≻ second | prompt) in [0, 1]; map scores or logits through a sigmoid."
+        )
+    return out
 
 
 def validated(oracle: PreferenceOracle, name: str | None = None) -> ValidatedOracle:
@@ -410,6 +418,10 @@ def check_oracle(
 
     All ``3 * num_pairs`` questions (``P(a ≻ b)``, ``P(b ≻ a)``, ``P(a ≻ a)``) go in one batched call.
     """
+    from nashalign._validation import check_int
+
+    num_pairs = check_int(num_pairs, "num_pairs", 1, "check_oracle needs at least one pair to measure anything.")
+    seed = check_int(seed, "seed", 0)
     prompt_list = prompts.tolist() if isinstance(prompts, torch.Tensor) else list(prompts)
     if not prompt_list:
         raise ValueError("check_oracle needs at least one prompt.")
