@@ -26,7 +26,7 @@ import numpy as np
 from nashalign import _validation as V
 from nashalign import _xp
 from nashalign.game import PreferenceGame
-from nashalign.metrics import reg_expl_logp
+from nashalign.metrics import as_game, reg_expl_logp
 
 __all__ = ["EquilibriumError", "EquilibriumInfo", "solve_nash", "solve_regularized_nash"]
 
@@ -106,14 +106,7 @@ class EquilibriumInfo:
 
 # ----------------------------------------------------------------------------------------- input checks
 def _as_game(game: Any) -> PreferenceGame:
-    if isinstance(game, PreferenceGame):
-        return game
-    if _xp.is_torch(game) or isinstance(game, (np.ndarray, list, tuple)):
-        return PreferenceGame(game)
-    raise TypeError(
-        f"game must be a PreferenceGame (or a preference matrix P of shape (n, n) / (C, n, n)), got "
-        f"{type(game).__name__}. Build one with nashalign.games or PreferenceGame(P)."
-    )
+    return as_game(game)
 
 
 def _solver_name(solver: str | None) -> str:

@@ -78,9 +78,9 @@ def _ask(oracle: Callable[..., Any], prompts: Any, first: Any, second: Any) -> t
 #: Loss forms whose label enters non-linearly (the logistic's ``sigma(ds)``).  Their minimiser over sampled rows is
 #: the step only when each row's label difference ``ds`` is the exact ``s(y) - s(y')``; with an unbiased but noisy
 #: ``ds`` it is off by the curvature of ``sigma``.  Under ``opponent``/``winrate`` that bias shrinks as the signal
-#: estimate sharpens (``opponent_samples``, ``k``: measured 6.7e-4 at k = 2 to 2.7e-4 at k = 6 for the winrate
-#: estimator); under ``pair`` the label ``P(y > y') - 1/2`` is ``ds`` only in expectation over ``y'``, so no
-#: sample size removes it.
+#: estimate sharpens (``opponent_samples``, ``k``; tests/algorithms/test_exactness.py measures it for k = 2, 4, 6);
+#: under ``pair`` the label ``P(y > y') - 1/2`` is ``ds`` only in expectation over ``y'``, so no sample size
+#: removes it.
 NONLINEAR_LABEL_FORMS = ("logistic",)
 
 
@@ -98,8 +98,8 @@ def check_form_estimator(alg: Any, estimator: str) -> None:
     *linear* in the label has the step as its minimiser over i.i.d. pairs (``regression``: the square loss projects
     ``P(y > y') - 1/2`` onto ``f(y) - f(y')`` and gives ``f = eta P(. > q)``, the IPO trick, SPEC.md section 8;
     ``pg`` likewise).  The ``logistic`` form's minimiser solves ``E_{y'}[sigma(h/eta) - sigma(P(y > y') - 1/2)] = 0``
-    instead, which is not the step however many pairs are drawn (max |delta log pi| 8.3e-4 on a 3-response game
-    against 3e-9 for ``regression``, tests/algorithms/test_exactness.py), so the combination raises.
+    instead, which is not the step however many pairs are drawn (tests/algorithms/test_exactness.py measures both in
+    the infinite-batch limit), so the combination raises.
     """
     form = getattr(alg, "form", None)
     name = getattr(alg, "name", "") or type(alg).__name__

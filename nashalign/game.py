@@ -50,6 +50,32 @@ def _check_preferences(P: Array, tol: float) -> None:
             )
 
 
+def _np_dtype(dtype: Any, name: str) -> np.dtype:
+    """``np.dtype(dtype)``, or a ``TypeError`` naming the argument (e.g. a torch dtype with ``backend='numpy'``)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(
+            f"{name} must be a numpy floating dtype with backend='numpy' (np.float32 or np.float64), got {dtype!r}; "
+            "pass backend='torch' for torch dtypes."
+        ) from err
+
+
+def _torch_device(device: Any) -> Any:
+    """``device`` as a ``torch.device`` that exists on this machine (None stays None)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}: {err}") from err
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s); pass device='cpu'.")
+    return dev
+
+
 class PreferenceGame:
     """A batch of ``C`` symmetric constant-sum preference games over ``n`` responses.
 
@@ -172,8 +198,8 @@ class PreferenceGame:
         g = PreferenceGame.__new__(PreferenceGame)
         g.__dict__.update(self.__dict__)
         if backend == "numpy":
-            dt = np.dtype(dtype or np.float64)
-            pdt = dt if p_dtype is None else np.dtype(p_dtype)
+            dt = _np_dtype(dtype or np.float64, "dtype")
+            pdt = dt if p_dtype is None else _np_dtype(p_dtype, "p_dtype")
             if dt.kind != "f" or pdt.kind != "f":
                 raise ValueError(f"dtype and p_dtype must be floating dtypes, got {dt} and {pdt}.")
             g.P = np.asarray(_xp.to_numpy(self.P), dtype=pdt)
@@ -185,6 +211,7 @@ class PreferenceGame:
             pdt = dt if p_dtype is None else p_dtype
             if not (isinstance(dt, torch.dtype) and dt.is_floating_point and isinstance(pdt, torch.dtype) and pdt.is_floating_point):
                 raise ValueError(f"dtype and p_dtype must be floating torch dtypes with backend='torch', got {dt} and {pdt}.")
+            device = _torch_device(device)
             if _xp.is_torch(self.P):
                 dev = self.P.device if device is None else device
                 g.P = self.P.to(device=dev, dtype=pdt)

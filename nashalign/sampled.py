@@ -96,6 +96,8 @@ class SampledRunner:
             oracle = MatrixOracle(game, bernoulli=True, seed=seed + 1)
         self.oracle = oracle
         self.queries = 0
+        #: consecutive iterations in which every sampled row repeated one response (see ``solve``'s "collapsed")
+        self.silent_iterations = 0
         self.table: SoftmaxTable | None = None
 
     # ---------------------------------------------------------------- sampling
@@ -116,11 +118,15 @@ class SampledRunner:
     def iterate(self, state: State) -> State:
         """One full iteration (all phases) from sampled feedback; returns the next state."""
         alg = self.alg
+        silent = True
         for phase in range(alg.phases):
-            state = self._phase(state, phase)
+            state, one = self._phase(state, phase)
+            silent = silent and one
+        self.silent_iterations = self.silent_iterations + 1 if silent else 0
         return state
 
-    def _phase(self, state: State, phase: int) -> State:
+    def _phase(self, state: State, phase: int) -> tuple[State, bool]:
+        """One phase; also whether every row of its feedback repeated one response (no signal: a collapse)."""
         alg = self.alg
         logp_t = self._torch(state.logp)  # (C, n)
         logmu = self._torch(state.logmu)
@@ -134,6 +140,7 @@ class SampledRunner:
         self.queries += int(fb.queries)
         rows_ctx = ctx[fb.prompt.to(self.device)].unsqueeze(-1).expand_as(fb.index)  # (R, K)
         resp = fb.responses[fb.index.reshape(-1).to(self.device)].reshape(fb.index.shape)  # (R, K)
+        silent = bool((resp == resp[:, :1]).all())
         signal = fb.signal.to(device=self.device, dtype=self.dtype)
         behavior = logp_t
         if fb.behavior != "current":
@@ -169,4 +176,4 @@ class SampledRunner:
         new = self.table.log_probs().detach()
         keep = torch.isfinite(logp_t) | (torch.isfinite(logmu) & (alg.tau > 0))
         new = torch.where(keep, new, logp_t)  # zero-probability responses stay at zero
-        return alg.accept(state, _xp.like(new, state.logp), phase)
+        return alg.accept(state, _xp.like(new, state.logp), phase), silent

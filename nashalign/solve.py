@@ -24,6 +24,12 @@ from nashalign.result import History, SolveResult
 #: Above this many (context, response) cells, ``target="auto"`` does not call cvxpy.
 AUTO_TARGET_MAX_CELLS = 20_000
 
+#: Sampled mode reports ``status="collapsed"`` once this many iterations in a row had every sampled row repeat one
+#: response (no signal left) ...
+COLLAPSE_PATIENCE = 5
+#: ... while the last iterate's mean exploitability is above this (a collapse onto an equilibrium is no failure).
+COLLAPSE_EXPL = 1e-3
+
 #: ``context_block="auto"``: bytes of ``P`` per block of contexts in the blocked exact loop.  A few MB stays
 #: in the L2/L3 cache of current CPUs while every step of the block runs (measured on a 2-core AMD EPYC
 #: with 2 MB L2 per core and 32 MB L3: 4-8 MB blocks are fastest at n = 100, see benchmarks/README.md);
@@ -438,6 +444,7 @@ def solve(
     rec_time = 0.0
     status, diverged_at, message = "ok", None, f"ran {steps} steps"
     m0: float | None = None
+    collapsed: tuple[int, str] | None = None  # (step, why) of the first collapse of a sampled run
     win_rates = _WinRates(P)
 
     def record(s: State) -> float:
@@ -472,6 +479,8 @@ def solve(
         if bar is not None:
             bar.update(1)
         last_step = st.t >= end_t
+        if runner is not None and collapsed is None:
+            collapsed = _collapse_message(runner, win_rates, st, alg)
         if st.t % record_every == 0 or last_step:
             if not _xp.no_nan(st.logp):
                 bad = np.argwhere(np.isnan(_xp.to_numpy(st.logp)))[0].tolist()
@@ -496,6 +505,9 @@ def solve(
             _save_checkpoint(ckpt, st, avg_sum, history, queries)
     if bar is not None:
         bar.close()
+    if status == "ok" and collapsed is not None:
+        still = "and was still collapsed at the end" if runner.silent_iterations >= COLLAPSE_PATIENCE else "(it recovered later)"
+        status, diverged_at, message = "collapsed", collapsed[0], f"{collapsed[1]} The run went on {still}."
     if status == "ok" and tau_f > 0:
         status, message = _stall_check(history, message)
     if ckpt is not None:
@@ -503,6 +515,24 @@ def solve(
     last = g.unbatch(_xp.exp(st.logp))
     average = g.unbatch(avg_sum / (st.t - base_t)) if st.t > base_t else last
     return SolveResult(last, average, history, settings, status, diverged_at, message, st)
+
+
+def _collapse_message(runner: Any, win_rates: _WinRates, st: State, alg: Algorithm) -> tuple[int, str] | None:
+    """``(step, why)`` when the sampled run has collapsed, else None: for :data:`COLLAPSE_PATIENCE` iterations in a
+    row every sampled row held one response repeated (the policy sits on one response per context, so every
+    comparison is a tie, the estimated signal is constant and the loss no longer moves the policy), and that
+    response is not an equilibrium (mean exploitability above :data:`COLLAPSE_EXPL`; a Condorcet winner is fine)."""
+    if runner.silent_iterations < COLLAPSE_PATIENCE:
+        return None
+    expl = float(_xp.to_numpy(expl_from_win_rates(win_rates(st.logp))).mean())
+    if expl <= COLLAPSE_EXPL:
+        return None
+    return st.t, (
+        f"sampled self-play collapsed at step {st.t}: for {runner.silent_iterations} iterations every sample of a "
+        f"context was the same response, so no preference signal was left and the policy could not move "
+        f"(exploitability {expl:.3g}). Lower eta (now {alg.eta}), use a decaying schedule or a larger batch, or "
+        "add tau > 0 (docs/SPEC.md, 'Step sizes in sampled mode')."
+    )
 
 
 def _check_state(state: Any, g: PreferenceGame) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nashalign import _validation as V
 from nashalign.game import PreferenceGame
 from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_item
 
@@ -24,9 +25,14 @@ __all__ = ["MatrixOracle", "ClassMatrixOracle"]
 def _as_game(game_or_P: Any) -> PreferenceGame:
     if isinstance(game_or_P, PreferenceGame):
         return game_or_P
-    if not isinstance(game_or_P, (torch.Tensor, np.ndarray)):
-        game_or_P = np.asarray(_plain(game_or_P), dtype=np.float64)
-    return PreferenceGame(game_or_P)
+    x = _plain(game_or_P)
+    if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(
+            f"MatrixOracle: game must be a PreferenceGame or a preference matrix P ((n, n) or (C, n, n) "
+            f"probabilities), got {type(x).__name__} {x!r:.40}. Build one with nashalign.games (e.g. "
+            "games.rock_paper_scissors())."
+        )
+    return PreferenceGame(V.as_float_array(x, "game (the preference matrix P)"))
 
 
 def _plain(x: Any) -> Any:
