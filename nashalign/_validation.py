@@ -122,6 +122,27 @@ def check_int(value: Any, name: str, minimum: int = 0, hint: str = "") -> int:
     return int(value)
 
 
+#: Largest seed accepted (``torch.Generator.manual_seed`` takes int64; the sampled mode also uses ``seed + 1``).
+SEED_MAX = 2**63 - 2
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """None, or an integer in ``[0, SEED_MAX]``."""
+    if seed is None:
+        return None
+    s = check_int(seed, name, 0)
+    if s > SEED_MAX:
+        raise ValueError(f"{name} must be <= 2**63 - 2 (a torch generator seed), got {seed!r}.")
+    return s
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """A bool (Python or numpy); anything else raises ``TypeError`` (an array's truth value is ambiguous)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r:.60} ({type(value).__name__}).")
+    return bool(value)
+
+
 def check_step_size(value: Any, t: int, name: str = "eta") -> float:
     """A schedule's value ``eta(t)``: a finite real ``> 0`` (the rule a constant ``eta`` obeys)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -157,7 +178,8 @@ def check_policy(policy: Any, num_contexts: int, num_responses: int, like: Array
     pin = _xp.to_numpy(pi)
     if (pin < -tol).any():
         raise ValueError(f"{name} has negative entries (min {pin.min():.3g}): probabilities must be >= 0.")
-    sums = pin.sum(-1)
+    with np.errstate(over="ignore"):  # finite entries near the float maximum: the sum overflows, and fails below
+        sums = pin.sum(-1)
     worst = int(np.argmax(np.abs(sums - 1)))
     if abs(sums[worst] - 1) > tol:
         raise ValueError(

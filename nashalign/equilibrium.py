@@ -67,6 +67,12 @@ def _candidate_supports(A: np.ndarray, pi: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+#: Smallest ``tau`` :func:`solve_regularized_nash` accepts: below it ``(A/tau)^2`` overflows float64.  Reaching the
+#: 1e-12 accuracy target is another matter: it was measured to fail on some random games below ``tau`` ~ 1e-6
+#: (:class:`EquilibriumError` then says so).
+TAU_FLOOR = 1e-150
+
+
 class EquilibriumError(RuntimeError):
     """An equilibrium solve did not reach its accuracy target (the message carries the numbers)."""
 
@@ -571,6 +577,11 @@ def solve_regularized_nash(
         raise ValueError(
             f"tau must be finite and > 0, got {tau!r}: the KL-regularised equilibrium needs a positive "
             "regularisation strength; use solve_nash(game) for the unregularised game (tau = 0)."
+        )
+    if tau < TAU_FLOOR:
+        raise ValueError(
+            f"tau={tau!r} is below {TAU_FLOOR:g}: the program's A/tau overflows float64. For tau -> 0 the regularised "
+            "equilibrium tends to a Nash equilibrium: use solve_nash(game)."
         )
     name = _solver_name(solver)
     _check_flags(check=check, throw=throw, polish=polish, return_info=return_info)

@@ -195,6 +195,8 @@ class PreferenceGame:
         Raises:
             ValueError: unknown backend, or a ``dtype``/``p_dtype`` that is not a floating dtype.
         """
+        if not isinstance(backend, str):
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r:.60}.")
         g = PreferenceGame.__new__(PreferenceGame)
         g.__dict__.update(self.__dict__)
         if backend == "numpy":
@@ -230,9 +232,9 @@ class PreferenceGame:
         pi = self.policy(policy)
         return self.unbatch(_xp.matvec(self.P, pi))  # (C, n)
 
-    def preference(self, policy_a: Any, policy_b: Any) -> Array:
-        """``P(pi_a > pi_b) = pi_a^T P pi_b`` per context: a float (one context) or ``(C,)``."""
-        a = self.policy(policy_a, "policy_a")
-        b = self.policy(policy_b, "policy_b")
+    def preference(self, policy_a: Any, policy_b: Any, names: tuple[str, str] = ("policy_a", "policy_b")) -> Array:
+        """``P(pi_a > pi_b) = pi_a^T P pi_b`` per context: a float (one context) or ``(C,)``; ``names`` label errors."""
+        a = self.policy(policy_a, names[0])
+        b = self.policy(policy_b, names[1])
         val = _xp.asum(a * _xp.matvec(self.P, b), axis=-1)  # (C,)
         return float(val[0]) if self._squeeze else val

@@ -173,4 +173,4 @@ def kl_divergence(game: PreferenceGame, p: Any, q: Any) -> Any:
 
 def win_rate(game: PreferenceGame, policy: Any, opponent: Any) -> Any:
     """``P(pi > pi') = pi^T P pi'``: the probability a response of ``policy`` beats one of ``opponent``."""
-    return as_game(game).preference(policy, opponent)
+    return as_game(game).preference(policy, opponent, names=("policy", "opponent"))

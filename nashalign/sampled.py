@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from nashalign import _xp
-from nashalign._validation import check_int, check_positive
+from nashalign._validation import check_int, check_positive, check_seed
 from nashalign.algorithms import _losses
 from nashalign.algorithms.base import Algorithm, LossInputs, Opponent, State
 from nashalign.estimators import ESTIMATORS, Feedback, check_form_estimator, estimate
@@ -88,7 +88,7 @@ class SampledRunner:
         self.k = check_int(k, "k", 2) if k is not None else (4 if self.estimator == "winrate" else 2)
         self.device = game.P.device if game.is_torch else torch.device("cpu")
         self.dtype = game.P.dtype if game.is_torch else torch.float64
-        seed = 0 if seed is None else check_int(seed, "seed", 0)
+        seed = 0 if seed is None else check_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if oracle is None:
             from nashalign.oracles import MatrixOracle

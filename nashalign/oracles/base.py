@@ -243,7 +243,9 @@ class FunctionOracle(OracleBase):
 def _resolve_dotted(path: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     if not module_name:
-        raise ValueError(f"{path!r} is not a dotted path; write it as 'package.module.function'.")
+        raise ValueError(
+            f"oracle {path!r} is not a dotted path; write the oracle as 'package.module.function' (or pass a callable)."
+        )
     parts = path.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:

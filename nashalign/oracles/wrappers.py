@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from nashalign._validation import check_int, check_positive
 from nashalign.oracles.base import (
     Batch,
     OracleBase,
@@ -125,9 +126,7 @@ class CachedOracle(_Wrapper):
 
     def __init__(self, oracle: Any, maxsize: int | None = None) -> None:
         super().__init__(oracle, "cached")
-        if maxsize is not None and int(maxsize) < 1:
-            raise ValueError(f"maxsize must be >= 1 or None (unbounded), got {maxsize}.")
-        self.maxsize = None if maxsize is None else int(maxsize)
+        self.maxsize = None if maxsize is None else check_int(maxsize, "maxsize", 1, "Pass None for an unbounded cache.")
         self._store: OrderedDict[Hashable, float] = OrderedDict()
         self._dtype: torch.dtype | None = None
         self._device: torch.device | None = None
@@ -186,10 +185,9 @@ class MicroBatchedOracle(_Wrapper):
     """Splits a call into pieces of at most ``batch_size`` pairs; see :func:`micro_batched`."""
 
     def __init__(self, oracle: Any, batch_size: int) -> None:
+        batch_size = check_int(batch_size, "batch_size", 1)
         super().__init__(oracle, f"micro_batched[{batch_size}]")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
 
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
         B = batch_len(prompts, first, second, self.name)
@@ -229,15 +227,18 @@ class RetryingOracle(_Wrapper):
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         super().__init__(oracle, "retrying")
-        if int(attempts) < 1:
-            raise ValueError(f"attempts must be >= 1, got {attempts}.")
-        if backoff < 0 or factor < 1 or max_backoff < 0:
-            raise ValueError("need backoff >= 0, factor >= 1 and max_backoff >= 0.")
-        self.attempts = int(attempts)
-        self.backoff = float(backoff)
-        self.factor = float(factor)
-        self.max_backoff = float(max_backoff)
-        self.exceptions = tuple(exceptions)
+        self.attempts = check_int(attempts, "attempts", 1)
+        self.backoff = check_positive(backoff, "backoff", allow_zero=True)
+        self.factor = check_positive(factor, "factor")
+        if self.factor < 1:
+            raise ValueError(f"factor must be >= 1 (the backoff grows by it after each failure), got {factor!r}.")
+        self.max_backoff = check_positive(max_backoff, "max_backoff", allow_zero=True)
+        exc = (exceptions,) if isinstance(exceptions, type) else exceptions
+        if not isinstance(exc, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in exc):
+            raise TypeError(f"exceptions must be a tuple of exception classes such as (TimeoutError,), got {exceptions!r}.")
+        self.exceptions = exc
+        if not callable(sleep):
+            raise TypeError(f"sleep must be callable as sleep(seconds), got {type(sleep).__name__}.")
         self.sleep = sleep
         self.failures = 0
 
@@ -397,6 +398,20 @@ class OracleReport:
         )
 
 
+def _as_list(x: Any, name: str, max_ndim: int) -> list[Any]:
+    """``x`` (a list, tuple or tensor of at most ``max_ndim`` dimensions) as a list; else a TypeError naming it."""
+    if isinstance(x, torch.Tensor):
+        if x.ndim < 1 or x.ndim > max_ndim:
+            raise TypeError(f"{name} must be a tensor with 1 to {max_ndim} dimensions, got shape {tuple(x.shape)}.")
+        return x.tolist()
+    if isinstance(x, (list, tuple, range)):
+        return list(x)
+    raise TypeError(
+        f"{name} must be a list (or a tensor of ids), got {type(x).__name__}: check_oracle(oracle, prompts, "
+        "responses) takes the prompts and the candidate responses (shared, or one list per prompt)."
+    )
+
+
 def _is_per_prompt(responses: Any) -> bool:
     if isinstance(responses, torch.Tensor):
         return responses.ndim == 2
@@ -418,11 +433,12 @@ def check_oracle(
 
     All ``3 * num_pairs`` questions (``P(a ≻ b)``, ``P(b ≻ a)``, ``P(a ≻ a)``) go in one batched call.
     """
-    from nashalign._validation import check_int
-
     num_pairs = check_int(num_pairs, "num_pairs", 1, "check_oracle needs at least one pair to measure anything.")
     seed = check_int(seed, "seed", 0)
-    prompt_list = prompts.tolist() if isinstance(prompts, torch.Tensor) else list(prompts)
+    prompt_list = _as_list(prompts, "prompts", 1)
+    if isinstance(responses, torch.Tensor) and responses.ndim not in (1, 2):
+        raise TypeError(f"responses must be a 1-D tensor of ids or a (C, n) tensor, got shape {tuple(responses.shape)}.")
+    _as_list(responses, "responses", 2)
     if not prompt_list:
         raise ValueError("check_oracle needs at least one prompt.")
     per_prompt = _is_per_prompt(responses)
