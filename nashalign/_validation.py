@@ -114,8 +114,9 @@ def check_int(value: Any, name: str, minimum: int = 0, hint: str = "") -> int:
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__}).{(' ' + hint) if hint else ''}")
     if not isinstance(value, numbers.Integral):
         v = float(value)
-        if not (np.isfinite(v) and v.is_integer()):
-            raise ValueError(f"{name} must be a whole number, got {value!r}; pass an int such as {int(v) if np.isfinite(v) else 10}.")
+        if not (np.isfinite(v) and v.is_integer() and abs(v) <= 2**53):  # 2**53: floats hold every integer up to it
+            hint = int(v) if np.isfinite(v) and abs(v) <= 2**53 else 10
+            raise ValueError(f"{name} must be a whole number, got {value!r}; pass an int such as {hint}.")
         value = int(v)
     if int(value) < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.{(' ' + hint) if hint else ''}")

@@ -200,7 +200,7 @@ class PreferenceGame:
         g = PreferenceGame.__new__(PreferenceGame)
         g.__dict__.update(self.__dict__)
         if backend == "numpy":
-            dt = _np_dtype(dtype or np.float64, "dtype")
+            dt = _np_dtype(np.float64 if dtype is None else dtype, "dtype")
             pdt = dt if p_dtype is None else _np_dtype(p_dtype, "p_dtype")
             if dt.kind != "f" or pdt.kind != "f":
                 raise ValueError(f"dtype and p_dtype must be floating dtypes, got {dt} and {pdt}.")
@@ -209,7 +209,7 @@ class PreferenceGame:
         elif backend == "torch":
             import torch
 
-            dt = dtype or torch.float64
+            dt = torch.float64 if dtype is None else dtype
             pdt = dt if p_dtype is None else p_dtype
             if not (isinstance(dt, torch.dtype) and dt.is_floating_point and isinstance(pdt, torch.dtype) and pdt.is_floating_point):
                 raise ValueError(f"dtype and p_dtype must be floating torch dtypes with backend='torch', got {dt} and {pdt}.")

@@ -33,7 +33,7 @@ DEFAULT_LR = {"adam": 0.05, "adamw": 0.05, "sgd": 0.5}
 
 def check_oracle_callable(oracle: Any) -> None:
     """``oracle`` is None (the game's Bernoulli oracle) or callable as ``oracle(prompts, first, second)``."""
-    if oracle is not None and not callable(oracle):
+    if oracle is not None and (not callable(oracle) or isinstance(oracle, type)):
         raise TypeError(
             f"oracle must be callable as oracle(prompts, first, second) -> P(first > second | prompt), or None for "
             f"the game's Bernoulli oracle; got {type(oracle).__name__} {oracle!r:.60}."
@@ -74,7 +74,7 @@ class SampledRunner:
     ) -> None:
         if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
-        self.estimator = estimator or alg.estimator
+        self.estimator = alg.estimator if estimator is None else estimator
         if not isinstance(self.estimator, str) or self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}.")
         check_form_estimator(alg, self.estimator)

@@ -289,6 +289,11 @@ def as_oracle(obj: Any, name: str | None = None) -> PreferenceOracle:
     """
     if isinstance(obj, str):
         return from_callable(obj, name=name)
+    if isinstance(obj, type):
+        raise TypeError(
+            f"oracle is the class {obj.__name__}, not an oracle: pass an instance (e.g. {obj.__name__}(...)) or a "
+            "function f(prompts, first, second)."
+        )
     if getattr(obj, "is_nashalign_oracle", False):
         return obj
     judge = getattr(obj, "judge", None)

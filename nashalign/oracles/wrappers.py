@@ -439,11 +439,19 @@ def check_oracle(
     if isinstance(responses, torch.Tensor) and responses.ndim not in (1, 2):
         raise TypeError(f"responses must be a 1-D tensor of ids or a (C, n) tensor, got shape {tuple(responses.shape)}.")
     _as_list(responses, "responses", 2)
+    for label, x in (("prompts", prompts), ("responses", responses)):
+        if isinstance(x, torch.Tensor) and (x.is_complex() or x.is_floating_point() or x.numel() == 0):
+            raise TypeError(f"{label} must be a non-empty tensor of integer ids (or a list), got {x.dtype} {tuple(x.shape)}.")
     if not prompt_list:
         raise ValueError("check_oracle needs at least one prompt.")
     per_prompt = _is_per_prompt(responses)
     if isinstance(responses, torch.Tensor):
         responses = responses.tolist()
+    if per_prompt and (len(responses) != len(prompt_list) or not all(isinstance(r, (list, tuple)) for r in responses)):
+        raise ValueError(
+            f"responses holds {len(responses)} entries for {len(prompt_list)} prompts: pass one list of candidates per "
+            "prompt, or one flat list shared by all prompts."
+        )
     rng = random.Random(seed)
     xs, as_, bs = [], [], []
     for _ in range(int(num_pairs)):
