@@ -157,6 +157,21 @@ def check_step_size(value: Any, t: int, name: str = "eta") -> float:
     return v
 
 
+#: Smallest positive KL strength: below it ``P/tau`` (and its square in the equilibrium programs) overflows float64.
+TAU_FLOOR = 1e-150
+
+
+def check_tau(tau: Any, name: str = "tau") -> float:
+    """A KL strength: ``0`` (unregularised) or a finite real ``>= TAU_FLOOR``."""
+    t = check_positive(tau, name, allow_zero=True)
+    if 0 < t < TAU_FLOOR:
+        raise ValueError(
+            f"{name}={tau!r} is below {TAU_FLOOR:g}, where P/{name} overflows float64; pass {name}=0 for the "
+            "unregularised game."
+        )
+    return t
+
+
 def check_policy(policy: Any, num_contexts: int, num_responses: int, like: Array, name: str = "policy") -> Array:
     """Validate a policy given as probabilities, ``(n,)`` or ``(C, n)``; return it as ``(C, n)``.
 

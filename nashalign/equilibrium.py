@@ -67,10 +67,10 @@ def _candidate_supports(A: np.ndarray, pi: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-#: Smallest ``tau`` :func:`solve_regularized_nash` accepts: below it ``(A/tau)^2`` overflows float64.  Reaching the
-#: 1e-12 accuracy target is another matter: it was measured to fail on some random games below ``tau`` ~ 1e-6
-#: (:class:`EquilibriumError` then says so).
-TAU_FLOOR = 1e-150
+#: Smallest ``tau`` :func:`solve_regularized_nash` accepts (:data:`nashalign._validation.TAU_FLOOR`): below it
+#: ``(A/tau)^2`` overflows float64.  Reaching the 1e-12 accuracy target is another matter: it was measured to fail on
+#: some random games below ``tau`` ~ 1e-6 (:class:`EquilibriumError` then says so).
+TAU_FLOOR = V.TAU_FLOOR
 
 
 class EquilibriumError(RuntimeError):

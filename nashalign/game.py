@@ -54,7 +54,7 @@ def _np_dtype(dtype: Any, name: str) -> np.dtype:
     """``np.dtype(dtype)``, or a ``TypeError`` naming the argument (e.g. a torch dtype with ``backend='numpy'``)."""
     try:
         return np.dtype(dtype)
-    except TypeError as err:
+    except (TypeError, ValueError, SyntaxError) as err:  # numpy parses strings: ',' raises SyntaxError
         raise TypeError(
             f"{name} must be a numpy floating dtype with backend='numpy' (np.float32 or np.float64), got {dtype!r}; "
             "pass backend='torch' for torch dtypes."

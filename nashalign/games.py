@@ -41,9 +41,11 @@ Seed = int | np.random.Generator | None
 
 # ----------------------------------------------------------------------------------------- helpers
 def _real_array(x: Any, name: str) -> np.ndarray:
-    """float64 numpy copy of a numeric array (numpy, torch or nested sequence), finite."""
+    """float64 numpy copy of a numeric array (numpy, torch or nested sequence), finite and not empty."""
     arr = V.as_float_array(x, name)
     arr = np.array(_xp.to_numpy(arr), dtype=np.float64)
+    if arr.ndim and 0 in arr.shape:
+        raise ValueError(f"{name} is empty (shape {arr.shape}): every axis needs at least one entry.")
     if arr.size and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[:3].tolist()
         raise ValueError(f"{name} has non-finite values (NaN or inf) at indices {bad}; pass finite numbers.")
@@ -147,7 +149,8 @@ def cyclic(n: int, eps: float = 1.0, ref: Any = None) -> PreferenceGame:
 
 # ----------------------------------------------------------------------------------------- reward models
 def _bt_matrix(r: np.ndarray, beta: float) -> np.ndarray:
-    return _complementary(expit((r[..., :, None] - r[..., None, :]) / beta))
+    with np.errstate(over="ignore"):  # a tiny beta: +-inf logits, whose sigmoid is exactly 0 or 1
+        return _complementary(expit((r[..., :, None] - r[..., None, :]) / beta))
 
 
 def bradley_terry(rewards: Any, beta: float = 1.0, ref: Any = None) -> PreferenceGame:
@@ -301,7 +304,9 @@ def gpm(embeddings: Any, eigenvalues: Any = None, beta: float = 1.0, ref: Any = 
     even, odd = v[..., 0::2], v[..., 1::2]  # (..., n, k)
     lam_b = lam[..., None, :]  # broadcast over responses
     score = np.einsum("...ik,...jk->...ij", lam_b * even, odd) - np.einsum("...ik,...jk->...ij", lam_b * odd, even)
-    return PreferenceGame(_complementary(expit(score / beta)), ref=ref)
+    with np.errstate(over="ignore"):  # a tiny beta: +-inf logits, whose sigmoid is exactly 0 or 1
+        P = _complementary(expit(score / beta))
+    return PreferenceGame(P, ref=ref)
 
 
 # ----------------------------------------------------------------------------------------- random games

@@ -127,7 +127,7 @@ def exploitability(game: PreferenceGame, policy: Any, tau: float = 0.0, ref: Any
         0.5
     """
     game = as_game(game)
-    tau = V.check_positive(tau, "tau", allow_zero=True)
+    tau = V.check_tau(tau)
     pi = game.policy(policy)
     logp = _xp.log(pi)
     if tau == 0:
@@ -146,7 +146,7 @@ def duality_gap(
     For a symmetric profile it is twice :func:`exploitability`.
     """
     game = as_game(game)
-    tau = V.check_positive(tau, "tau", allow_zero=True)
+    tau = V.check_tau(tau)
     p1 = game.policy(policy, "policy")
     p2 = p1 if opponent is None else game.policy(opponent, "opponent")
     P = game.P

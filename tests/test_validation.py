@@ -187,3 +187,34 @@ def test_sampled_settings_are_checked_when_solve_is_called():
         na.solve(games.rock_paper_scissors(), "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", inner_steps=2.5)
     with pytest.raises(ValueError, match="lr must be finite and > 0"):
         na.solve(games.rock_paper_scissors(), "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", lr=-1.0)
+
+
+# ----------------------------------------------------------------------------- what the fuzz suite found
+def test_fuzz_findings_stay_fixed():
+    g = games.rock_paper_scissors(ref=[0.6, 0.3, 0.1])
+    with pytest.raises(ValueError, match="tau=1e-300 is below 1e-150"):
+        na.solve(g, "egpo", eta=0.3, tau=1e-300, steps=2)
+    with pytest.raises(ValueError, match="tau=1e-300 is below"):
+        na.exploitability(g, [0.5, 0.3, 0.2], tau=1e-300)
+    P = games.bradley_terry([1.0, 0.0, -1.0], beta=1e-310).P  # a tiny temperature: exactly 0/1, no overflow warning
+    assert set(np.unique(P).tolist()) == {0.0, 0.5, 1.0}
+    with pytest.raises(ValueError, match="rewards is empty"):
+        games.bradley_terry(np.zeros((0, 1)))
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        games.random_game(3, seed=-1)
+    with pytest.raises(TypeError, match="oracle is the class MatrixOracle"):
+        na.oracles.counted(MatrixOracle)
+    with pytest.raises(ValueError, match="the oracle '0.'"):
+        na.oracles.counted("0.")
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        na.solve(g, "egpo", eta=0.3, tau=0.1, steps=1, mode="sampled", estimator=np.array([]))
+    with pytest.raises(TypeError, match="dtype must be a numpy floating dtype"):
+        na.solve(g, "egpo", eta=0.3, tau=0.1, steps=1, dtype=",")
+    with pytest.raises(TypeError, match="nash_md: mixture must be a real number"):
+        na.solve(g, "nash_md", eta=0.3, tau=0.1, steps=1, mixture=0j)
+    with pytest.raises(OracleError, match=r"first \(response ids\) must be integer ids"):
+        MatrixOracle(g)([0], [1.5], [0])  # 1.5 was truncated to 1
+    with pytest.raises(ValueError, match="responses holds 1 entries for 2 prompts"):
+        check_oracle(MatrixOracle(games.random_game(3, num_contexts=2, seed=0)), [0, 1], [[0, 1, 2]])
+    with pytest.raises(ValueError, match="steps must be a whole number"):
+        na.solve(g, "mwu", eta=0.1, steps=1e300)

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nashalign import _xp
-from nashalign._validation import check_positive, check_step_size
+from nashalign._validation import check_positive, check_step_size, check_tau
 from nashalign.algorithms import _blocks, _losses
 
 Array = Any
@@ -173,7 +173,7 @@ class Algorithm(ABC):
             self.step_size(0)  # a schedule must give a valid eta_0 (a negative or non-numeric one raises here)
         else:
             object.__setattr__(self, "eta", check_positive(self.eta, "eta", hint="eta is the step size."))
-        tau = check_positive(self.tau, "tau", allow_zero=True)
+        tau = check_tau(self.tau)
         object.__setattr__(self, "tau", tau)
         if self.tau_rule == "positive" and tau <= 0:
             raise ValueError(

@@ -229,7 +229,7 @@ class FunctionOracle(OracleBase):
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"FunctionOracle needs a callable, got {type(fn).__name__}.")
+            raise TypeError(f"FunctionOracle needs a callable oracle f(prompts, first, second), got {type(fn).__name__}.")
         self.fn = fn
         self.name = name or oracle_name(fn)
 
@@ -256,9 +256,9 @@ def _resolve_dotted(path: str) -> Any:
             for attr in parts[split:]:
                 obj = getattr(obj, attr)
         except AttributeError as err:
-            raise ValueError(f"Could not find {path!r}: {err}.") from err
+            raise ValueError(f"Could not find the oracle {path!r}: {err}.") from err
         return obj
-    raise ValueError(f"Could not import any module prefix of {path!r}; is the package installed?")
+    raise ValueError(f"Could not import any module prefix of the oracle {path!r}; is the package installed?")
 
 
 def from_callable(fn: Callable[..., Any] | str, name: str | None = None) -> FunctionOracle:
