@@ -323,3 +323,19 @@ def test_fuzz_suite_catches_what_it_claims():
         check(attr, "x")
     with pytest.raises(AssertionError, match="does not name"):
         check(lambda: math.sqrt(-1), "steps")
+
+
+@FUZZ
+@given(which=st.sampled_from(["symmetrize", "cached", "micro_batched", "counted", "validated", "retrying"]),
+       answer=JUNK)
+def test_fuzz_wrappers_around_an_oracle_that_answers_junk(which, answer):
+    """A wrapper passes a malformed answer on as an OracleError (or a valid tensor), never a deeper failure."""
+
+    def junk_oracle(prompts, first, second):
+        return answer
+
+    make = {"symmetrize": symmetrize, "cached": cached, "micro_batched": lambda o: micro_batched(o, 2),
+            "counted": counted, "validated": validated,
+            "retrying": lambda o: retrying(o, attempts=2, sleep=lambda s: None)}[which]
+    q = (torch.tensor([0, 0, 0]), torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]))
+    check(lambda: make(junk_oracle)(*q), "oracle")
