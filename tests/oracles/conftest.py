@@ -6,6 +6,8 @@ downloaded: tokenizers are trained on a few sentences and models are randomly in
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 # The Hugging Face offline variables are set once, in the root tests/conftest.py (loaded first).
