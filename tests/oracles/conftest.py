@@ -22,8 +22,6 @@ TEXTS = [
 ]
 
 
-
-
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Paths of tiny saved models: ``reward`` (1 label), ``pair`` (2 labels), ``judge`` (causal LM)."""
