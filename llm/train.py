@@ -20,6 +20,7 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("nashalign.llm.train")
@@ -37,8 +38,6 @@ def main(cfg: DictConfig) -> dict:
     if trainer_values.get("output_dir") is None:
         trainer_values["output_dir"] = str(out_dir)
     if isinstance(trainer_values.get("eval_oracle"), dict):  # issue 17: a {_target_: ...} oracle node
-        from hydra.utils import instantiate
-
         trainer_values["eval_oracle"] = instantiate(cfg.trainer.eval_oracle)
     config = TrainerConfig.from_mapping(trainer_values)  # bad values fail here, before any model is built
     if config.num_threads is not None:

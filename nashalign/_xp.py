@@ -29,6 +29,11 @@ def is_torch(x: Array) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def is_torch_dtype(dt: Any) -> bool:
+    """True when ``dt`` is a ``torch.dtype``."""
+    return torch is not None and isinstance(dt, torch.dtype)
+
+
 def logsumexp(x: Array, axis: int = -1, keepdims: bool = False) -> Array:
     """``log sum exp`` along ``axis``; ``-inf`` entries contribute zero."""
     if is_torch(x):

@@ -26,7 +26,7 @@ import numpy as np
 from nashalign import _validation as V
 from nashalign import _xp
 from nashalign.game import PreferenceGame
-from nashalign.metrics import reg_expl_logp
+from nashalign.metrics import as_game, reg_expl_logp
 
 __all__ = ["EquilibriumError", "EquilibriumInfo", "solve_nash", "solve_regularized_nash"]
 
@@ -65,6 +65,12 @@ def _candidate_supports(A: np.ndarray, pi: np.ndarray) -> list[np.ndarray]:
     eps = np.maximum(w.max(-1, keepdims=True), 1e-15)
     out += [w >= -f * eps for f in _WINRATE_FACTORS]
     return out
+
+
+#: Smallest ``tau`` :func:`solve_regularized_nash` accepts (:data:`nashalign._validation.TAU_FLOOR`): below it
+#: ``(A/tau)^2`` overflows float64.  Reaching the 1e-12 accuracy target is another matter: it was measured to fail on
+#: some random games below ``tau`` ~ 1e-6 (:class:`EquilibriumError` then says so).
+TAU_FLOOR = V.TAU_FLOOR
 
 
 class EquilibriumError(RuntimeError):
@@ -106,14 +112,7 @@ class EquilibriumInfo:
 
 # ----------------------------------------------------------------------------------------- input checks
 def _as_game(game: Any) -> PreferenceGame:
-    if isinstance(game, PreferenceGame):
-        return game
-    if _xp.is_torch(game) or isinstance(game, (np.ndarray, list, tuple)):
-        return PreferenceGame(game)
-    raise TypeError(
-        f"game must be a PreferenceGame (or a preference matrix P of shape (n, n) / (C, n, n)), got "
-        f"{type(game).__name__}. Build one with nashalign.games or PreferenceGame(P)."
-    )
+    return as_game(game)
 
 
 def _solver_name(solver: str | None) -> str:
@@ -578,6 +577,11 @@ def solve_regularized_nash(
         raise ValueError(
             f"tau must be finite and > 0, got {tau!r}: the KL-regularised equilibrium needs a positive "
             "regularisation strength; use solve_nash(game) for the unregularised game (tau = 0)."
+        )
+    if tau < TAU_FLOOR:
+        raise ValueError(
+            f"tau={tau!r} is below {TAU_FLOOR:g}: the program's A/tau overflows float64. For tau -> 0 the regularised "
+            "equilibrium tends to a Nash equilibrium: use solve_nash(game)."
         )
     name = _solver_name(solver)
     _check_flags(check=check, throw=throw, polish=polish, return_info=return_info)

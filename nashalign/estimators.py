@@ -66,11 +66,22 @@ def take(responses: Any, idx: torch.Tensor) -> Any:
 
 
 def _ask(oracle: Callable[..., Any], prompts: Any, first: Any, second: Any) -> torch.Tensor:
-    p = oracle(prompts, first, second)
-    p = torch.as_tensor(p)
-    if not torch.is_floating_point(p):
-        p = p.float()
-    return p
+    """The oracle's answers to ``len(first)`` queries, validated at the boundary: a float tensor ``(B,)`` in
+    ``[0, 1]``, or :class:`~nashalign.oracles.OracleError` naming the oracle and the offending query."""
+    from nashalign.oracles.base import oracle_name
+    from nashalign.oracles.wrappers import check_answers
+
+    B = len(first)
+    return check_answers(oracle(prompts, first, second), B, prompts, first, second, oracle_name(oracle))
+
+
+#: Loss forms whose label enters non-linearly (the logistic's ``sigma(ds)``).  Their minimiser over sampled rows is
+#: the step only when each row's label difference ``ds`` is the exact ``s(y) - s(y')``; with an unbiased but noisy
+#: ``ds`` it is off by the curvature of ``sigma``.  Under ``opponent``/``winrate`` that bias shrinks as the signal
+#: estimate sharpens (``opponent_samples``, ``k``; tests/algorithms/test_exactness.py measures it for k = 2, 4, 6);
+#: under ``pair`` the label ``P(y > y') - 1/2`` is ``ds`` only in expectation over ``y'``, so no sample size
+#: removes it.
+NONLINEAR_LABEL_FORMS = ("logistic",)
 
 
 def _prompts_for(prompts: Any, rows: torch.Tensor) -> Any:
@@ -78,6 +89,43 @@ def _prompts_for(prompts: Any, rows: torch.Tensor) -> Any:
     if isinstance(prompts, torch.Tensor):
         return prompts[rows.to(prompts.device)]
     return [prompts[i] for i in rows.tolist()]
+
+
+def check_form_estimator(alg: Any, estimator: str) -> None:
+    """Refuse a (loss form, estimator) combination whose sampled minimiser does not converge to the exact step.
+
+    With the ``pair`` estimator each row is one pair ``y, y' ~ q`` with the label ``P(y > y')`` (and 1/2).  A loss
+    *linear* in the label has the step as its minimiser over i.i.d. pairs (``regression``: the square loss projects
+    ``P(y > y') - 1/2`` onto ``f(y) - f(y')`` and gives ``f = eta P(. > q)``, the IPO trick, SPEC.md section 8;
+    ``pg`` likewise).  The ``logistic`` form's minimiser solves ``E_{y'}[sigma(h/eta) - sigma(P(y > y') - 1/2)] = 0``
+    instead, which is not the step however many pairs are drawn (tests/algorithms/test_exactness.py measures both in
+    the infinite-batch limit), so the combination raises.
+    """
+    form = getattr(alg, "form", None)
+    name = getattr(alg, "name", "") or type(alg).__name__
+    if estimator != "pair":
+        return
+    for phase in range(int(getattr(alg, "phases", 1))):
+        opps = alg.neural_opponents(0, phase)
+        if len(opps) != 1 or opps[0].coef != 1.0:
+            raise ValueError(
+                f"{name}: the 'pair' estimator needs a single opponent with coefficient 1 (pairs are drawn from it), "
+                f"but phase {phase} has {len(opps)}; use estimator='opponent' for this algorithm."
+            )
+        if form == "pg" and opps[0].kind != "current":
+            raise ValueError(
+                f"{name}: the policy-gradient form needs responses from pi_t, but the 'pair' estimator draws them "
+                f"from the '{opps[0].kind}' opponent; use estimator='opponent'."
+            )
+    if form not in NONLINEAR_LABEL_FORMS:
+        return
+    raise ValueError(
+        f"{name}: form={form!r} cannot be trained with estimator='pair': the logistic loss is non-linear in the "
+        "pair's soft label P(y > y'), so its minimiser over i.i.d. pairs is not the mirror step, however many pairs "
+        "are drawn (only losses linear in the label, form='regression' or 'pg', are exact with pairs). Use "
+        f"form='regression' with estimator='pair', or keep form={form!r} and pass estimator='winrate' (or "
+        "'opponent'), whose per-response signal makes the logistic minimiser converge to the step as k grows."
+    )
 
 
 def estimate(

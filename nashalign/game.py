@@ -23,10 +23,9 @@ Array = Any
 _CHUNK_ENTRIES = 1 << 24
 
 
-def _check_preferences(P: Array) -> None:
-    """Finite, in ``[0, 1]``, and ``P + P^T = 1`` (diagonal 1/2), to the dtype's tolerance; chunked over contexts."""
+def _check_preferences(P: Array, tol: float) -> None:
+    """Finite, in ``[0, 1]``, and ``P + P^T = 1`` (diagonal 1/2), to ``tol``; chunked over contexts."""
     C, n, _ = P.shape
-    tol = V.tol_for(P)
     step = max(1, _CHUNK_ENTRIES // max(n * n, 1))
     for c0 in range(0, C, step):
         blk = P[c0 : c0 + step]  # (c, n, n), a view
@@ -51,13 +50,39 @@ def _check_preferences(P: Array) -> None:
             )
 
 
+def _np_dtype(dtype: Any, name: str) -> np.dtype:
+    """``np.dtype(dtype)``, or a ``TypeError`` naming the argument (e.g. a torch dtype with ``backend='numpy'``)."""
+    try:
+        return np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError) as err:  # numpy parses strings: ',' raises SyntaxError
+        raise TypeError(
+            f"{name} must be a numpy floating dtype with backend='numpy' (np.float32 or np.float64), got {dtype!r}; "
+            "pass backend='torch' for torch dtypes."
+        ) from err
+
+
+def _torch_device(device: Any) -> Any:
+    """``device`` as a ``torch.device`` that exists on this machine (None stays None)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}: {err}") from err
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s); pass device='cpu'.")
+    return dev
+
+
 class PreferenceGame:
     """A batch of ``C`` symmetric constant-sum preference games over ``n`` responses.
 
     Args:
         P: preference tensor, ``(n, n)`` for one context or ``(C, n, n)``; numpy or torch.
-            ``P[x, y, y'] = P(y > y' | x)`` must satisfy ``P + P^T = 1`` (to 1e-9 in float64) and lie
-            in ``[0, 1]``.
+            ``P[x, y, y'] = P(y > y' | x)`` must satisfy ``P + P^T = 1`` and lie in ``[0, 1]``, to the
+            tolerance of the dtype it is given in (1e-9 for float64, 100 eps = 1.2e-5 for float32, numpy or torch).
         ref: reference policy ``mu``: ``(n,)`` (shared by all contexts) or ``(C, n)``, probabilities with
             full support... or zero entries, which the regularised game then never plays. Uniform when
             omitted.
@@ -78,7 +103,9 @@ class PreferenceGame:
     """
 
     def __init__(self, P: Any, ref: Any = None) -> None:
+        tol = V.source_tol(P)  # the precision P was given in (a float32 numpy P is checked like a float32 tensor)
         P = V.as_float_array(P, "P")
+        tol = max(tol, V.tol_for(P))
         if P.ndim not in (2, 3):
             raise ValueError(
                 f"P must have shape (n, n) for one context or (C, n, n) for C contexts; got {tuple(P.shape)}."
@@ -94,7 +121,9 @@ class PreferenceGame:
             )
         if n < 1:
             raise ValueError("P needs at least one response.")
-        _check_preferences(P)
+        if C < 1:
+            raise ValueError(f"P has shape {tuple(P.shape)}: zero contexts. Pass at least one (n, n) matrix.")
+        _check_preferences(P, tol)
         self.P: Array = P  # (C, n, n)
         if ref is None:
             ref_arr = np.full((C, n), 1.0 / n)
@@ -166,11 +195,13 @@ class PreferenceGame:
         Raises:
             ValueError: unknown backend, or a ``dtype``/``p_dtype`` that is not a floating dtype.
         """
+        if not isinstance(backend, str):
+            raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r:.60}.")
         g = PreferenceGame.__new__(PreferenceGame)
         g.__dict__.update(self.__dict__)
         if backend == "numpy":
-            dt = np.dtype(dtype or np.float64)
-            pdt = dt if p_dtype is None else np.dtype(p_dtype)
+            dt = _np_dtype(np.float64 if dtype is None else dtype, "dtype")
+            pdt = dt if p_dtype is None else _np_dtype(p_dtype, "p_dtype")
             if dt.kind != "f" or pdt.kind != "f":
                 raise ValueError(f"dtype and p_dtype must be floating dtypes, got {dt} and {pdt}.")
             g.P = np.asarray(_xp.to_numpy(self.P), dtype=pdt)
@@ -178,10 +209,11 @@ class PreferenceGame:
         elif backend == "torch":
             import torch
 
-            dt = dtype or torch.float64
+            dt = torch.float64 if dtype is None else dtype
             pdt = dt if p_dtype is None else p_dtype
             if not (isinstance(dt, torch.dtype) and dt.is_floating_point and isinstance(pdt, torch.dtype) and pdt.is_floating_point):
                 raise ValueError(f"dtype and p_dtype must be floating torch dtypes with backend='torch', got {dt} and {pdt}.")
+            device = _torch_device(device)
             if _xp.is_torch(self.P):
                 dev = self.P.device if device is None else device
                 g.P = self.P.to(device=dev, dtype=pdt)
@@ -200,9 +232,9 @@ class PreferenceGame:
         pi = self.policy(policy)
         return self.unbatch(_xp.matvec(self.P, pi))  # (C, n)
 
-    def preference(self, policy_a: Any, policy_b: Any) -> Array:
-        """``P(pi_a > pi_b) = pi_a^T P pi_b`` per context: a float (one context) or ``(C,)``."""
-        a = self.policy(policy_a, "policy_a")
-        b = self.policy(policy_b, "policy_b")
+    def preference(self, policy_a: Any, policy_b: Any, names: tuple[str, str] = ("policy_a", "policy_b")) -> Array:
+        """``P(pi_a > pi_b) = pi_a^T P pi_b`` per context: a float (one context) or ``(C,)``; ``names`` label errors."""
+        a = self.policy(policy_a, names[0])
+        b = self.policy(policy_b, names[1])
         val = _xp.asum(a * _xp.matvec(self.P, b), axis=-1)  # (C,)
         return float(val[0]) if self._squeeze else val

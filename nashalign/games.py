@@ -41,9 +41,11 @@ Seed = int | np.random.Generator | None
 
 # ----------------------------------------------------------------------------------------- helpers
 def _real_array(x: Any, name: str) -> np.ndarray:
-    """float64 numpy copy of a numeric array (numpy, torch or nested sequence), finite."""
+    """float64 numpy copy of a numeric array (numpy, torch or nested sequence), finite and not empty."""
     arr = V.as_float_array(x, name)
     arr = np.array(_xp.to_numpy(arr), dtype=np.float64)
+    if arr.ndim and 0 in arr.shape:
+        raise ValueError(f"{name} is empty (shape {arr.shape}): every axis needs at least one entry.")
     if arr.size and not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[:3].tolist()
         raise ValueError(f"{name} has non-finite values (NaN or inf) at indices {bad}; pass finite numbers.")
@@ -81,6 +83,8 @@ def _rng(seed: Seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        if seed is not None and int(seed) < 0:
+            raise ValueError(f"seed must be >= 0 (numpy seeds are non-negative), got {seed}.")
         return np.random.default_rng(seed)
     raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}.")
 
@@ -145,7 +149,8 @@ def cyclic(n: int, eps: float = 1.0, ref: Any = None) -> PreferenceGame:
 
 # ----------------------------------------------------------------------------------------- reward models
 def _bt_matrix(r: np.ndarray, beta: float) -> np.ndarray:
-    return _complementary(expit((r[..., :, None] - r[..., None, :]) / beta))
+    with np.errstate(over="ignore"):  # a tiny beta: +-inf logits, whose sigmoid is exactly 0 or 1
+        return _complementary(expit((r[..., :, None] - r[..., None, :]) / beta))
 
 
 def bradley_terry(rewards: Any, beta: float = 1.0, ref: Any = None) -> PreferenceGame:
@@ -299,7 +304,9 @@ def gpm(embeddings: Any, eigenvalues: Any = None, beta: float = 1.0, ref: Any = 
     even, odd = v[..., 0::2], v[..., 1::2]  # (..., n, k)
     lam_b = lam[..., None, :]  # broadcast over responses
     score = np.einsum("...ik,...jk->...ij", lam_b * even, odd) - np.einsum("...ik,...jk->...ij", lam_b * odd, even)
-    return PreferenceGame(_complementary(expit(score / beta)), ref=ref)
+    with np.errstate(over="ignore"):  # a tiny beta: +-inf logits, whose sigmoid is exactly 0 or 1
+        P = _complementary(expit(score / beta))
+    return PreferenceGame(P, ref=ref)
 
 
 # ----------------------------------------------------------------------------------------- random games

@@ -71,11 +71,27 @@ def _kl_nonneg(p: Array, logp: Array, logq: Array) -> Array:
 
 
 def kl_logp(logp: Array, logq: Array) -> Array:
-    """``KL(p || q)`` from log-probabilities, ``(C,)``; ``0 log 0 = 0``."""
-    return _xp.xlogy_diff(_xp.exp(logp), logp, logq)
+    """``KL(p || q)`` from normalised log-probabilities, ``(C,)``; ``0 log 0 = 0``.
+
+    Computed as :func:`_kl_nonneg` (every term ``>= 0``), so it never reads below zero from rounding: a float32
+    run at its target reads ~1e-14, not -1e-8.
+    """
+    return _kl_nonneg(_xp.exp(logp), logp, logq)
 
 
 # ----------------------------------------------------------------------------- public API
+def as_game(game: Any) -> PreferenceGame:
+    """``game`` itself, or a :class:`PreferenceGame` built from a preference matrix ``P`` (``(n, n)``/``(C, n, n)``)."""
+    if isinstance(game, PreferenceGame):
+        return game
+    if _xp.is_torch(game) or isinstance(game, (np.ndarray, list, tuple)):
+        return PreferenceGame(game)
+    raise TypeError(
+        f"game must be a PreferenceGame (or a preference matrix P of shape (n, n) / (C, n, n)), got "
+        f"{type(game).__name__}. Build one with nashalign.games or PreferenceGame(P)."
+    )
+
+
 def _out(game: PreferenceGame, val: Array) -> Any:
     if game.squeezed:
         return float(val[0])
@@ -97,7 +113,7 @@ def exploitability(game: PreferenceGame, policy: Any, tau: float = 0.0, ref: Any
     the regularised equilibrium ``pi*_tau``).  Both are half the symmetric duality gap.
 
     Args:
-        game: the preference game.
+        game: the preference game (or its matrix ``P``, ``(n, n)`` or ``(C, n, n)``).
         policy: probabilities, ``(n,)`` or ``(C, n)``.
         tau: KL strength ``tau >= 0``.
         ref: reference ``mu`` for ``tau > 0`` (default: the game's).
@@ -110,7 +126,8 @@ def exploitability(game: PreferenceGame, policy: Any, tau: float = 0.0, ref: Any
         >>> exploitability(games.rock_paper_scissors(), [1.0, 0.0, 0.0])
         0.5
     """
-    tau = V.check_positive(tau, "tau", allow_zero=True)
+    game = as_game(game)
+    tau = V.check_tau(tau)
     pi = game.policy(policy)
     logp = _xp.log(pi)
     if tau == 0:
@@ -128,7 +145,8 @@ def duality_gap(
     ``= tau LSE(log mu + P pi2/tau) + tau KL(pi2||mu) + tau KL(pi1||mu) + tau LSE(log mu - P^T pi1/tau)``.
     For a symmetric profile it is twice :func:`exploitability`.
     """
-    tau = V.check_positive(tau, "tau", allow_zero=True)
+    game = as_game(game)
+    tau = V.check_tau(tau)
     p1 = game.policy(policy, "policy")
     p2 = p1 if opponent is None else game.policy(opponent, "opponent")
     P = game.P
@@ -147,6 +165,7 @@ def duality_gap(
 
 def kl_divergence(game: PreferenceGame, p: Any, q: Any) -> Any:
     """``KL(p || q) = sum_y p(y) log(p(y)/q(y))`` per context (``inf`` if ``q`` misses ``p``'s support)."""
+    game = as_game(game)
     pp = game.policy(p, "p")
     qq = game.policy(q, "q")
     return _out(game, _xp.xlogy_diff(pp, _xp.log(pp), _xp.log(qq)))
@@ -154,4 +173,4 @@ def kl_divergence(game: PreferenceGame, p: Any, q: Any) -> Any:
 
 def win_rate(game: PreferenceGame, policy: Any, opponent: Any) -> Any:
     """``P(pi > pi') = pi^T P pi'``: the probability a response of ``policy`` beats one of ``opponent``."""
-    return game.preference(policy, opponent)
+    return as_game(game).preference(policy, opponent, names=("policy", "opponent"))

@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 
 from nashalign import _xp
-from nashalign._validation import check_positive
+from nashalign._validation import check_bool, check_int, check_positive
 from nashalign.algorithms.comal import COMAL
 from nashalign.equilibrium import _expl_skew, _skew, _support_polish
 from nashalign.game import PreferenceGame
-from nashalign.metrics import expl_logp
+from nashalign.metrics import as_game, expl_logp
 from nashalign.solve import exact_signal
 
 
@@ -98,8 +98,12 @@ def solve_minimax(
     tau = check_positive(tau, "tau", hint="The proximal point method needs tau > 0.")
     check_positive(tol, "tol")
     check_positive(polish_below, "polish_below")
-    g = game.to(backend, device=device, dtype=dtype)
-    alg = COMAL(eta=eta, tau=tau, every=int(inner_steps))  # the registered prox-point rule, one definition
+    inner_steps = check_int(inner_steps, "inner_steps", 1)
+    max_outer = check_int(max_outer, "max_outer", 0)
+    check_every = check_int(check_every, "check_every", 1)
+    polish = check_bool(polish, "polish")
+    g = as_game(game).to(backend, device=device, dtype=dtype)
+    alg = COMAL(eta=eta, tau=tau, every=inner_steps)  # the registered prox-point rule, one definition
     P = g.P
     logp = g.log_ref
     t0 = time.perf_counter()

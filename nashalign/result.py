@@ -75,8 +75,10 @@ class SolveResult:
         status: ``"ok"`` (ran all steps), ``"converged"`` (reached ``tol``), ``"diverged"`` (the last iterate
             moved away from the regularised equilibrium, or became NaN) or ``"stalled"`` (with ``tau > 0``, the
             last iterate stopped approaching ``pi*_tau``: a limit cycle, or a biased fixed point such as
-            Nash-MD's with a constant step).
-        diverged_at: the step where divergence was detected, else None.
+            Nash-MD's with a constant step) or ``"collapsed"`` (sampled mode: the policy fell onto one response per
+            context that is no equilibrium, so every sample was identical and no signal was left; ``diverged_at``
+            is the step).
+        diverged_at: the step where divergence (or a collapse) was detected, else None.
         message: a human-readable account of the status.
         state: the final algorithm state (resume with ``solve(..., state=result.state)``).
     """

@@ -21,13 +21,23 @@ from typing import Any
 import torch
 
 from nashalign import _xp
+from nashalign._validation import check_int, check_positive, check_seed
 from nashalign.algorithms.base import Algorithm, Opponent, State, feedback_inputs, response_prompts
-from nashalign.estimators import ESTIMATORS, Feedback, estimate
+from nashalign.estimators import ESTIMATORS, Feedback, check_form_estimator, estimate
 from nashalign.game import PreferenceGame
 from nashalign.policies import SoftmaxTable
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
 DEFAULT_LR = {"adam": 0.05, "adamw": 0.05, "sgd": 0.5}
+
+
+def check_oracle_callable(oracle: Any) -> None:
+    """``oracle`` is None (the game's Bernoulli oracle) or callable as ``oracle(prompts, first, second)``."""
+    if oracle is not None and (not callable(oracle) or isinstance(oracle, type)):
+        raise TypeError(
+            f"oracle must be callable as oracle(prompts, first, second) -> P(first > second | prompt), or None for "
+            f"the game's Bernoulli oracle; got {type(oracle).__name__} {oracle!r:.60}."
+        )
 
 
 class SampledRunner:
@@ -62,23 +72,23 @@ class SampledRunner:
         k: int | None = None,
         seed: int | None = None,
     ) -> None:
-        if optimizer not in OPTIMIZERS:
+        if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}.")
-        self.estimator = estimator or alg.estimator
-        if self.estimator not in ESTIMATORS:
+        self.estimator = alg.estimator if estimator is None else estimator
+        if not isinstance(self.estimator, str) or self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {list(ESTIMATORS)}, got {self.estimator!r}.")
-        if int(batch) < 1 or int(inner_steps) < 1:
-            raise ValueError(f"batch and inner_steps must be >= 1, got batch={batch}, inner_steps={inner_steps}.")
+        check_form_estimator(alg, self.estimator)
+        check_oracle_callable(oracle)
         self.game = game
         self.alg = alg
-        self.batch = int(batch)
-        self.inner_steps = int(inner_steps)
+        self.batch = check_int(batch, "batch", 1, "It is the number of contexts sampled per iteration.")
+        self.inner_steps = check_int(inner_steps, "inner_steps", 1)
         self.optimizer = optimizer
-        self.lr = float(lr) if lr is not None else DEFAULT_LR[optimizer]
-        self.k = int(k) if k is not None else (4 if self.estimator == "winrate" else 2)
+        self.lr = check_positive(lr, "lr") if lr is not None else DEFAULT_LR[optimizer]
+        self.k = check_int(k, "k", 2) if k is not None else (4 if self.estimator == "winrate" else 2)
         self.device = game.P.device if game.is_torch else torch.device("cpu")
         self.dtype = game.P.dtype if game.is_torch else torch.float64
-        seed = 0 if seed is None else int(seed)
+        seed = 0 if seed is None else check_seed(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         if oracle is None:
             from nashalign.oracles import MatrixOracle
@@ -86,6 +96,8 @@ class SampledRunner:
             oracle = MatrixOracle(game, bernoulli=True, seed=seed + 1)
         self.oracle = oracle
         self.queries = 0
+        #: consecutive iterations in which every sampled row repeated one response (see ``solve``'s "collapsed")
+        self.silent_iterations = 0
         self.table: SoftmaxTable | None = None
 
     # ---------------------------------------------------------------- sampling
@@ -106,11 +118,15 @@ class SampledRunner:
     def iterate(self, state: State) -> State:
         """One full iteration (all phases) from sampled feedback; returns the next state."""
         alg = self.alg
+        silent = True
         for phase in range(alg.phases):
-            state = self._phase(state, phase)
+            state, one = self._phase(state, phase)
+            silent = silent and one
+        self.silent_iterations = self.silent_iterations + 1 if silent else 0
         return state
 
-    def _phase(self, state: State, phase: int) -> State:
+    def _phase(self, state: State, phase: int) -> tuple[State, bool]:
+        """One phase; also whether every row of its feedback repeated one response (no signal: a collapse)."""
         alg = self.alg
         logp_t = self._torch(state.logp)  # (C, n)
         logmu = self._torch(state.logmu)
@@ -130,6 +146,7 @@ class SampledRunner:
         )
         idx = fb.index.to(self.device)
         rows_ctx, resp = resp_ctx[idx], resp_id[idx]  # (R, K)
+        silent = bool((resp == resp[:, :1]).all())
         if self.table is None:
             self.table = SoftmaxTable(logp_t)
         else:
@@ -153,4 +170,4 @@ class SampledRunner:
         new = self.table.log_probs().detach()
         keep = torch.isfinite(logp_t) | (torch.isfinite(logmu) & (alg.tau > 0))
         new = torch.where(keep, new, logp_t)  # zero-probability responses stay at zero
-        return alg.accept(state, _xp.like(new, state.logp), phase)
+        return alg.accept(state, _xp.like(new, state.logp), phase), silent

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nashalign._validation import check_positive
+from nashalign._validation import check_int, check_positive
 
 Schedule = Callable[[int], float]
 
@@ -54,8 +54,7 @@ class NashMDTheorem:
 
     def __post_init__(self) -> None:
         check_positive(self.tau, "tau", hint="Nash-MD's theorem step needs a regularised game.")
-        if int(self.horizon) < 2:
-            raise ValueError(f"horizon must be an integer >= 2, got {self.horizon!r}.")
+        object.__setattr__(self, "horizon", check_int(self.horizon, "horizon", 2, "It is the run's length T."))
 
     def __call__(self, t: int) -> float:
         return math.log(self.horizon) / (self.tau * self.horizon)

@@ -104,9 +104,32 @@ def test_bad_sampled_settings_raise_clear_errors():
         na.solve(game, "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", estimator="magic")
     with pytest.raises(ValueError, match="optimizer must be one of"):
         na.solve(game, "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", optimizer="lion")
-    with pytest.raises(ValueError, match="batch and inner_steps must be >= 1"):
+    with pytest.raises(ValueError, match="batch must be >= 1"):
         na.solve(game, "egpo", eta=0.5, tau=0.1, steps=1, mode="sampled", batch=0)
     with pytest.raises(ValueError, match="single opponent"):
         na.solve(game, "omwu", eta=0.3, tau=0.1, steps=1, mode="sampled", estimator="pair")
     with pytest.raises(ValueError, match="policy-gradient form needs responses from pi_t"):
         na.solve(game, "nash_md", eta=0.5, tau=0.1, form="pg", steps=1, mode="sampled", estimator="pair")
+
+
+@pytest.mark.parametrize("name", ["spo", "sppo", "mwu"])
+def test_on_policy_self_play_collapse_at_large_eta_is_reported(name):
+    """eta = 2: the last iterate runs onto one response, every sample is identical, the signal vanishes; solve
+    says so in ``status`` (issue 12).  A small step (eta = 0.05) does not collapse over the same run."""
+    game = games.rock_paper_scissors(ref=[0.7, 0.2, 0.1])
+    kw = dict(tau=0.0, steps=80, mode="sampled", batch=64, inner_steps=20, seed=0, init=[0.9, 0.05, 0.05], lr=0.1)
+    res = na.solve(game, name, eta=2.0, **kw)
+    assert res.status == "collapsed", (res.status, res.message)
+    assert 0 < res.diverged_at <= 80 and "every sample" in res.message and "eta" in res.message
+    assert float(np.max(res.last)) > 0.99  # it really sits on one response ...
+    assert na.exploitability(game, res.last) > 0.1  # ... which is no equilibrium
+    small = na.solve(game, name, eta=0.05, **kw)
+    assert small.status == "ok", small.message
+
+
+def test_collapse_onto_a_condorcet_winner_is_not_reported():
+    """A pure equilibrium is where self-play should end: all samples identical there is no failure."""
+    P = np.array([[0.5, 0.9, 0.9], [0.1, 0.5, 0.6], [0.1, 0.4, 0.5]])  # response 0 beats both others
+    res = na.solve(na.PreferenceGame(P), "mwu", eta=2.0, tau=0.0, steps=40, mode="sampled", batch=32,
+                   inner_steps=10, seed=0, lr=0.1)
+    assert float(res.last[0]) > 0.99 and res.status == "ok", (res.last, res.message)

@@ -29,7 +29,7 @@ def test_schedule_values():
     [
         (lambda: schedules.constant(0.0), "eta must be finite and > 0"),
         (lambda: schedules.nash_md_theorem(0.0, 100), "tau must be finite and > 0"),
-        (lambda: schedules.nash_md_theorem(0.1, 1), "horizon must be an integer >= 2"),
+        (lambda: schedules.nash_md_theorem(0.1, 1), "horizon must be >= 2"),
         (lambda: schedules.harmonic(-1.0, 0.1), "eta0 must be finite and > 0"),
         (lambda: schedules.inverse_sqrt(float("inf")), "eta0 must be finite and > 0"),
         (lambda: schedules.from_inverse_step(0.0), "eta_inv must be finite and > 0"),

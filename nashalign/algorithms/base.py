@@ -15,6 +15,8 @@ recording and checkpoints; an algorithm never averages or damps on its own.
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -23,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from nashalign import _xp
-from nashalign._validation import check_positive
+from nashalign._validation import check_positive, check_step_size, check_tau
 from nashalign.algorithms import _blocks, _losses
 
 Array = Any
@@ -172,11 +174,12 @@ class Algorithm(ABC):
     uses_previous: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if callable(self.eta):
-            pass
+            self.step_size(0)  # a schedule must give a valid eta_0 (a negative or non-numeric one raises here)
         else:
             object.__setattr__(self, "eta", check_positive(self.eta, "eta", hint="eta is the step size."))
-        tau = check_positive(self.tau, "tau", allow_zero=True)
+        tau = check_tau(self.tau)
         object.__setattr__(self, "tau", tau)
         if self.tau_rule == "positive" and tau <= 0:
             raise ValueError(
@@ -208,9 +211,10 @@ class Algorithm(ABC):
 
     # ------------------------------------------------------------------ hyperparameters
     def step_size(self, t: int) -> float:
-        """``eta_t``: the constant step, or the schedule evaluated at ``t``."""
-        eta = self.eta(t) if callable(self.eta) else self.eta
-        return float(eta)
+        """``eta_t``: the constant step, or the schedule evaluated at ``t`` (checked: a finite real ``> 0``)."""
+        if callable(self.eta):
+            return check_step_size(self.eta(t), t)
+        return float(self.eta)
 
     def hyperparameters(self) -> dict[str, Any]:
         """Field values (schedules by ``repr``), for records and configs."""
@@ -335,6 +339,23 @@ class MirrorAlgorithm(Algorithm):
             out = fn(inputs.logp, anchor, inputs.signal, eta, inputs.weights)
         loss = out.pop("loss")
         return LossOutput(loss, {"loss": loss.detach(), **{k: v.detach() for k, v in out.items()}})
+
+
+def _check_field_types(alg: Algorithm) -> None:
+    """Every hyperparameter declared ``float`` is a real number (not NaN) and every one declared ``str`` a string
+    (``None`` where the annotation allows it), so a subclass's range checks see numbers; ``eta`` may be a schedule."""
+    for f in fields(alg):
+        v, ann = getattr(alg, f.name), str(f.type)
+        if f.name == "eta" or (v is None and "None" in ann):
+            continue
+        label = f"{alg.name or type(alg).__name__}: {f.name}"
+        if ann.startswith("float") or ann.startswith("int"):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"{label} must be a real number, got {v!r} ({type(v).__name__}).")
+            if math.isnan(float(v)):
+                raise ValueError(f"{label} must be a number, got NaN.")
+        elif ann.startswith("str") and not isinstance(v, str):
+            raise TypeError(f"{label} must be a string, got {v!r} ({type(v).__name__}).")
 
 
 def without_zero_weight_terms(inputs: LossInputs) -> LossInputs:

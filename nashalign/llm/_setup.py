@@ -196,13 +196,9 @@ def check_inputs(cfg: TrainerConfig, policy: Any, algorithm: Any, oracle: Any, p
 def check_estimator(cfg: TrainerConfig, alg: Any, estimator: str) -> None:
     if cfg.pairs == "best_worst" and estimator != "winrate":
         raise ValueError("trainer.pairs='best_worst' needs the 'winrate' estimator (it ranks k responses).")
-    if alg.on_policy and estimator == "pair":
-        for phase in range(alg.phases):
-            if any(o.kind != "current" for o in alg.neural_opponents(0, phase)):
-                raise ValueError(
-                    f"{alg.name}: the policy-gradient form needs responses from pi_t, but the 'pair' "
-                    "estimator draws them from the opponent; set trainer.estimator=opponent."
-                )
+    from nashalign.estimators import check_form_estimator
+
+    check_form_estimator(alg, estimator)  # the sampled mode's rule: pg needs pi_t's responses, no logistic + pair
 
 
 def available_trackers(cfg: TrainerConfig) -> list[str] | None:

@@ -230,7 +230,7 @@ class FunctionOracle(OracleBase):
 
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         if not callable(fn):
-            raise TypeError(f"FunctionOracle needs a callable, got {type(fn).__name__}.")
+            raise TypeError(f"FunctionOracle needs a callable oracle f(prompts, first, second), got {type(fn).__name__}.")
         self.fn = fn
         self.name = name or oracle_name(fn)
 
@@ -244,7 +244,9 @@ class FunctionOracle(OracleBase):
 def _resolve_dotted(path: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     if not module_name:
-        raise ValueError(f"{path!r} is not a dotted path; write it as 'package.module.function'.")
+        raise ValueError(
+            f"oracle {path!r} is not a dotted path; write the oracle as 'package.module.function' (or pass a callable)."
+        )
     parts = path.split(".")
     for split in range(len(parts) - 1, 0, -1):
         try:
@@ -255,9 +257,9 @@ def _resolve_dotted(path: str) -> Any:
             for attr in parts[split:]:
                 obj = getattr(obj, attr)
         except AttributeError as err:
-            raise ValueError(f"Could not find {path!r}: {err}.") from err
+            raise ValueError(f"Could not find the oracle {path!r}: {err}.") from err
         return obj
-    raise ValueError(f"Could not import any module prefix of {path!r}; is the package installed?")
+    raise ValueError(f"Could not import any module prefix of the oracle {path!r}; is the package installed?")
 
 
 def from_callable(fn: Callable[..., Any] | str, name: str | None = None) -> FunctionOracle:
@@ -313,6 +315,11 @@ def as_oracle(obj: Any, name: str | None = None) -> PreferenceOracle:
     """
     if isinstance(obj, str):
         return from_callable(obj, name=name)
+    if isinstance(obj, type):
+        raise TypeError(
+            f"oracle is the class {obj.__name__}, not an oracle: pass an instance (e.g. {obj.__name__}(...)) or a "
+            "function f(prompts, first, second)."
+        )
     if getattr(obj, "is_nashalign_oracle", False):
         return obj
     for accepts, build in _ADAPTERS:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nashalign import _validation as V
 from nashalign.game import PreferenceGame
 from nashalign.oracles.base import Batch, OracleBase, OracleError, batch_len, describe_item
 
@@ -24,9 +25,14 @@ __all__ = ["MatrixOracle", "ClassMatrixOracle"]
 def _as_game(game_or_P: Any) -> PreferenceGame:
     if isinstance(game_or_P, PreferenceGame):
         return game_or_P
-    if not isinstance(game_or_P, (torch.Tensor, np.ndarray)):
-        game_or_P = np.asarray(_plain(game_or_P), dtype=np.float64)
-    return PreferenceGame(game_or_P)
+    x = _plain(game_or_P)
+    if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(
+            f"MatrixOracle: game must be a PreferenceGame or a preference matrix P ((n, n) or (C, n, n) "
+            f"probabilities), got {type(x).__name__} {x!r:.40}. Build one with nashalign.games (e.g. "
+            "games.rock_paper_scissors())."
+        )
+    return PreferenceGame(V.as_float_array(x, "game (the preference matrix P)"))
 
 
 def _plain(x: Any) -> Any:
@@ -42,13 +48,25 @@ def _plain(x: Any) -> Any:
 
 
 def _as_index(x: Batch, device: torch.device, label: str) -> torch.Tensor:
+    """``x`` as a 1-D long tensor of ids: integer tensors/arrays/lists, or floats with integer values."""
     if isinstance(x, torch.Tensor):
         if x.dtype.is_floating_point or x.dtype == torch.bool or torch.is_complex(x):
             raise OracleError(f"MatrixOracle: {label} must hold integer ids, got a {x.dtype} tensor.")
+        if x.ndim != 1:
+            raise OracleError(f"MatrixOracle: {label} must be a 1-D tensor of ids, got shape {tuple(x.shape)}.")
         return x.to(device=device, dtype=torch.long)
     try:
-        return torch.as_tensor(np.asarray(x, dtype=np.int64), device=device)
-    except (TypeError, ValueError) as err:
+        arr = np.asarray(x)
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.float64)
+            if arr.size and np.abs(arr).max() >= 2**62:
+                raise ValueError("ids too large")
+        elif arr.dtype.kind not in "iu" and not (arr.dtype.kind == "O" and arr.size == 0):
+            raise ValueError(f"dtype {arr.dtype} is not an integer type")
+        if arr.ndim != 1:
+            raise ValueError(f"shape {arr.shape} is not 1-D")
+        return torch.as_tensor(arr.astype(np.int64), device=device)
+    except (TypeError, ValueError, OverflowError) as err:
         raise OracleError(
             f"MatrixOracle: {label} must be integer ids (a 1-D int tensor or a list of ints); "
             f"got {describe_item(x)}: {err}"
@@ -99,11 +117,14 @@ class MatrixOracle(OracleBase):
         self.P: torch.Tensor = P if isinstance(P, torch.Tensor) else torch.from_numpy(np.asarray(P))
         self.game = game
         self._flat = self.P.contiguous().view(-1)
-        self.bernoulli = bool(bernoulli)
-        self.check_indices = bool(check_indices)
+        self.bernoulli = V.check_bool(bernoulli, "bernoulli")
+        self.check_indices = V.check_bool(check_indices, "check_indices")
+        seed = V.check_seed(seed)
         if generator is None:
             generator = torch.Generator(device=self.P.device)
-            generator.manual_seed(0 if seed is None else int(seed))
+            generator.manual_seed(0 if seed is None else seed)
+        elif not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}.")
         elif generator.device != self.P.device:
             raise ValueError(
                 f"generator lives on {generator.device} but the game's P lives on {self.P.device}; create "

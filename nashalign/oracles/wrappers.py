@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from nashalign._validation import check_int, check_positive
 from nashalign.oracles.base import (
     Batch,
     OracleBase,
@@ -132,9 +133,7 @@ class CachedOracle(_Wrapper):
 
     def __init__(self, oracle: Any, maxsize: int | None = None) -> None:
         super().__init__(oracle, "cached")
-        if maxsize is not None and int(maxsize) < 1:
-            raise ValueError(f"maxsize must be >= 1 or None (unbounded), got {maxsize}.")
-        self.maxsize = None if maxsize is None else int(maxsize)
+        self.maxsize = None if maxsize is None else check_int(maxsize, "maxsize", 1, "Pass None for an unbounded cache.")
         self._store: OrderedDict[Hashable, float] = OrderedDict()
         self._dtype: torch.dtype | None = None
         self._device: torch.device | None = None
@@ -193,10 +192,9 @@ class MicroBatchedOracle(_Wrapper):
     """Splits a call into pieces of at most ``batch_size`` pairs; see :func:`micro_batched`."""
 
     def __init__(self, oracle: Any, batch_size: int) -> None:
+        batch_size = check_int(batch_size, "batch_size", 1)
         super().__init__(oracle, f"micro_batched[{batch_size}]")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
 
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
         B = batch_len(prompts, first, second, self.name)
@@ -236,15 +234,18 @@ class RetryingOracle(_Wrapper):
         sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         super().__init__(oracle, "retrying")
-        if int(attempts) < 1:
-            raise ValueError(f"attempts must be >= 1, got {attempts}.")
-        if backoff < 0 or factor < 1 or max_backoff < 0:
-            raise ValueError("need backoff >= 0, factor >= 1 and max_backoff >= 0.")
-        self.attempts = int(attempts)
-        self.backoff = float(backoff)
-        self.factor = float(factor)
-        self.max_backoff = float(max_backoff)
-        self.exceptions = tuple(exceptions)
+        self.attempts = check_int(attempts, "attempts", 1)
+        self.backoff = check_positive(backoff, "backoff", allow_zero=True)
+        self.factor = check_positive(factor, "factor")
+        if self.factor < 1:
+            raise ValueError(f"factor must be >= 1 (the backoff grows by it after each failure), got {factor!r}.")
+        self.max_backoff = check_positive(max_backoff, "max_backoff", allow_zero=True)
+        exc = (exceptions,) if isinstance(exceptions, type) else exceptions
+        if not isinstance(exc, tuple) or not all(isinstance(e, type) and issubclass(e, BaseException) for e in exc):
+            raise TypeError(f"exceptions must be a tuple of exception classes such as (TimeoutError,), got {exceptions!r}.")
+        self.exceptions = exc
+        if not callable(sleep):
+            raise TypeError(f"sleep must be callable as sleep(seconds), got {type(sleep).__name__}.")
         self.sleep = sleep
         self.failures = 0
 
@@ -305,30 +306,38 @@ class ValidatedOracle(_Wrapper):
 
     def __call__(self, prompts: Batch, first: Batch, second: Batch) -> torch.Tensor:
         B = batch_len(prompts, first, second, self.label)
-        raw = self.inner(prompts, first, second)
-        out = to_prob_tensor(raw, self.label)
-        if out.shape != (B,):
-            raise OracleError(
-                f"Oracle {self.label!r} returned shape {tuple(out.shape)} for {B} pairs; it must return a tensor "
-                f"of shape ({B},) holding P(first[i] ≻ second[i] | prompts[i])."
-            )
-        bad = ~((out >= 0) & (out <= 1))  # NaN fails both comparisons
-        if bool(bad.any()):
-            idx = torch.nonzero(bad).flatten().tolist()
-            vals = out.detach().cpu().tolist()
-            n_nan = int(torch.isnan(out).sum())
-            shown = "; ".join(f"#{i}: {describe_pair(prompts[i], first[i], second[i])} -> {vals[i]!r}" for i in idx[:3])
-            more = f" (and {len(idx) - 3} more)" if len(idx) > 3 else ""
-            raise OracleError(
-                f"Oracle {self.label!r} returned {len(idx)} invalid value(s) of {B} ({n_nan} NaN, "
-                f"{len(idx) - n_nan} outside [0, 1]): {shown}{more}. An oracle must return probabilities "
-                "P(first ≻ second | prompt) in [0, 1]; map scores or logits through a sigmoid."
-            )
-        return out
+        return check_answers(self.inner(prompts, first, second), B, prompts, first, second, self.label)
 
     def check(self, prompts: Batch, responses: Any, num_pairs: int = 64, seed: int = 0) -> OracleReport:
         """Measure consistency and position bias on a sample (:func:`check_oracle`)."""
         return check_oracle(self, prompts, responses, num_pairs=num_pairs, seed=seed)
+
+
+def check_answers(raw: Any, B: int, prompts: Batch, first: Batch, second: Batch, label: str) -> torch.Tensor:
+    """An oracle's raw answer to ``B`` queries as a float tensor ``(B,)`` of probabilities in ``[0, 1]``.
+
+    Raises :class:`OracleError` naming the oracle (``label``) and, for bad values, the offending queries when
+    the answer is not numeric, has another shape than ``(B,)``, or holds NaN or values outside ``[0, 1]``.
+    """
+    out = to_prob_tensor(raw, label)
+    if tuple(out.shape) != (B,):
+        raise OracleError(
+            f"Oracle {label!r} returned shape {tuple(out.shape)} for {B} pairs; it must return a tensor "
+            f"of shape ({B},) holding P(first[i] ≻ second[i] | prompts[i])."
+        )
+    bad = ~((out >= 0) & (out <= 1))  # NaN fails both comparisons
+    if bool(bad.any()):
+        idx = torch.nonzero(bad).flatten().tolist()
+        vals = out.detach().cpu().tolist()
+        n_nan = int(torch.isnan(out).sum())
+        shown = "; ".join(f"#{i}: {describe_pair(prompts[i], first[i], second[i])} -> {vals[i]!r}" for i in idx[:3])
+        more = f" (and {len(idx) - 3} more)" if len(idx) > 3 else ""
+        raise OracleError(
+            f"Oracle {label!r} returned {len(idx)} invalid value(s) of {B} ({n_nan} NaN, "
+            f"{len(idx) - n_nan} outside [0, 1]): {shown}{more}. An oracle must return probabilities "
+            "P(first ≻ second | prompt) in [0, 1]; map scores or logits through a sigmoid."
+        )
+    return out
 
 
 def validated(oracle: PreferenceOracle, name: str | None = None) -> ValidatedOracle:
@@ -396,6 +405,20 @@ class OracleReport:
         )
 
 
+def _as_list(x: Any, name: str, max_ndim: int) -> list[Any]:
+    """``x`` (a list, tuple or tensor of at most ``max_ndim`` dimensions) as a list; else a TypeError naming it."""
+    if isinstance(x, torch.Tensor):
+        if x.ndim < 1 or x.ndim > max_ndim:
+            raise TypeError(f"{name} must be a tensor with 1 to {max_ndim} dimensions, got shape {tuple(x.shape)}.")
+        return x.tolist()
+    if isinstance(x, (list, tuple, range)):
+        return list(x)
+    raise TypeError(
+        f"{name} must be a list (or a tensor of ids), got {type(x).__name__}: check_oracle(oracle, prompts, "
+        "responses) takes the prompts and the candidate responses (shared, or one list per prompt)."
+    )
+
+
 def _is_per_prompt(responses: Any) -> bool:
     if isinstance(responses, torch.Tensor):
         return responses.ndim == 2
@@ -417,12 +440,25 @@ def check_oracle(
 
     All ``3 * num_pairs`` questions (``P(a ≻ b)``, ``P(b ≻ a)``, ``P(a ≻ a)``) go in one batched call.
     """
-    prompt_list = prompts.tolist() if isinstance(prompts, torch.Tensor) else list(prompts)
+    num_pairs = check_int(num_pairs, "num_pairs", 1, "check_oracle needs at least one pair to measure anything.")
+    seed = check_int(seed, "seed", 0)
+    prompt_list = _as_list(prompts, "prompts", 1)
+    if isinstance(responses, torch.Tensor) and responses.ndim not in (1, 2):
+        raise TypeError(f"responses must be a 1-D tensor of ids or a (C, n) tensor, got shape {tuple(responses.shape)}.")
+    _as_list(responses, "responses", 2)
+    for label, x in (("prompts", prompts), ("responses", responses)):
+        if isinstance(x, torch.Tensor) and (x.is_complex() or x.is_floating_point() or x.numel() == 0):
+            raise TypeError(f"{label} must be a non-empty tensor of integer ids (or a list), got {x.dtype} {tuple(x.shape)}.")
     if not prompt_list:
         raise ValueError("check_oracle needs at least one prompt.")
     per_prompt = _is_per_prompt(responses)
     if isinstance(responses, torch.Tensor):
         responses = responses.tolist()
+    if per_prompt and (len(responses) != len(prompt_list) or not all(isinstance(r, (list, tuple)) for r in responses)):
+        raise ValueError(
+            f"responses holds {len(responses)} entries for {len(prompt_list)} prompts: pass one list of candidates per "
+            "prompt, or one flat list shared by all prompts."
+        )
     rng = random.Random(seed)
     xs, as_, bs = [], [], []
     for _ in range(int(num_pairs)):
