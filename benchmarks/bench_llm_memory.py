@@ -12,7 +12,9 @@ For each registered algorithm and each mode (``full`` / ``lora``), a few iterati
 * ``dev_copies`` / ``host_copies``: parameter-sized copies held at the peak, in units of the TRAINABLE
   parameter count (the adapter under LoRA): on the device the policy's trainable weights (1), the frozen
   reference copy (full FT: 1 trainable-size copy, LoRA: 0 -- the adapter-off base), the optimizer state
-  (2 for Adam); in the opponent bank the opponents (``opponent_offload``: on the host).
+  (2 for Adam); in the opponent bank the opponents, ``theta_{t-1}`` of APO/MNPO, the prox centre of
+  MPO/COMAL/Nash-Prox (re-centred every iteration here) and ``theta_t`` of EGPO/ONPO/COMAL with its optimizer state
+  (``opponent_offload``: on the host).
 
     python benchmarks/bench_llm_memory.py --model tiny                   # CPU, prints the table
     python benchmarks/bench_llm_memory.py --model tiny small --write     # also results/llm_memory-<machine>.json
@@ -67,7 +69,8 @@ def run_one(name: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
     cls = ALGORITHMS[name]
-    alg = get_algorithm(name, eta=0.5, tau=0.0 if cls.tau_rule == "zero" else 0.1)
+    hp = {"every": 1} if hasattr(cls, "recentres_at") else {}  # prox rules: the centre slot is used from t = 1
+    alg = get_algorithm(name, eta=0.5, tau=0.0 if cls.tau_rule == "zero" else 0.1, **hp)
     policy = build(args.model_name, mode, args.device, args.dtype)
 
     def oracle(prompts: Any, a: Any, b: Any) -> torch.Tensor:  # the longer response wins a little more often
