@@ -162,6 +162,10 @@ def test_killed_run_is_resumed_without_paying_twice(proxy, vllm_server, tmp_path
     proc.wait(timeout=30)
     kept = store.count(identity)
     assert 24 <= kept < n
+    settled = -1
+    while settled != proxy.seen:  # requests the killed run had sent may still reach the proxy's threads late
+        settled = proxy.seen
+        time.sleep(1.0)
     proxy.reset()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
