@@ -58,7 +58,7 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from nashalign.algorithms import get_algorithm
-    from nashalign.llm.generation import SamplingSettings, make_generator
+    from nashalign.llm.generation import make_sampler
     from nashalign.llm.policy import CausalLMPolicy
     from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
@@ -67,17 +67,17 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
     policy = CausalLMPolicy.from_pretrained(spec["model_dir"], device="cpu", use_chat_template=False)
     prompts = make_prompts(spec["prompts"], seed=1)
     t0 = time.perf_counter()
-    gen = make_generator(backend, policy, VLLM_OPTIONS, max_new_tokens=spec["max_new_tokens"])
+    gen = make_sampler(backend, policy, VLLM_OPTIONS, max_new_tokens=spec["max_new_tokens"])
     if backend == "vllm":
         gen.sync(policy)
     start_s = time.perf_counter() - t0
-    settings = SamplingSettings(max_new_tokens=spec["max_new_tokens"])
+    settings = {"max_new_tokens": spec["max_new_tokens"]}
     g = torch.Generator().manual_seed(0)
-    gen.generate(policy, prompts, spec["k"], settings, generator=g)  # warm-up
+    gen(policy, prompts, spec["k"], **settings, generator=g)  # warm-up
     best, samples, tokens = float("inf"), 0, 0
     for _ in range(repeat):
         t = time.perf_counter()
-        s = gen.generate(policy, prompts, spec["k"], settings, generator=g)
+        s = gen(policy, prompts, spec["k"], **settings, generator=g)
         dt = time.perf_counter() - t
         if dt < best:
             best, samples, tokens = dt, len(s), int(s.response_mask.sum())
@@ -105,7 +105,7 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
         return torch.sigmoid(r1 - r2)
 
     trainer = NashTrainer(policy, get_algorithm("online_ipo", eta=0.5, tau=0.1), oracle, prompts, cfg)
-    pushes0 = getattr(trainer.generation, "pushes", 0)
+    pushes0 = getattr(trainer.sampler, "pushes", 0)
     steps = [trainer.step() for _ in range(repeat + 1)][1:]
     fastest = min(steps, key=lambda m: m["train_s"])
     return {
@@ -117,7 +117,7 @@ def worker_throughput(spec: dict[str, Any]) -> dict[str, Any]:
         "mean_new_tokens": tokens / samples,
         "iteration_s": fastest["train_s"],
         "iteration_generation_s": fastest["generation_s"],
-        "weight_pushes_per_iteration": (getattr(trainer.generation, "pushes", 0) - pushes0) / (repeat + 1),
+        "weight_pushes_per_iteration": (getattr(trainer.sampler, "pushes", 0) - pushes0) / (repeat + 1),
         "peak_memory_mb": _peak_mb(),
     }
 

@@ -1,54 +1,43 @@
 """Generation backends of :class:`~nashalign.llm.trainer.NashTrainer`: who turns prompts into :class:`Samples`.
 
-``trainer.generation`` picks one:
+Every backend is a *sampler* with one call, ``sampler(policy, prompts, k, *, weights=..., **settings) ->
+Samples`` (:class:`~nashalign.llm._decode.HFSampler`'s), passed as ``NashTrainer(sampler=...)`` or built from
+``trainer.generation``:
 
-* ``"hf"`` (the default and the reference): :class:`HFGenerator`, the policy's own KV-cached decoding loop
-  (:meth:`~nashalign.llm.policy.CausalLMPolicy.generate`) on the live ``transformers`` model;
-* ``"vllm"``: :class:`nashalign.llm.vllm_backend.VLLMGenerator`, a vLLM engine in the trainer's process
+* ``"hf"`` (the default and the reference): :class:`~nashalign.llm._decode.HFSampler`, the KV-cached decoding
+  loop on the live ``transformers`` model;
+* ``"vllm"``: :class:`nashalign.llm.vllm_backend.VLLMSampler`, a vLLM engine in the trainer's process
   (``vllm.mode: colocate``) or in a server (``vllm.mode: server``, :mod:`nashalign.llm.vllm_server`).
 
-A backend samples from ``pi_theta`` for whichever parameters the algorithm names: the trainer loads them into
-the policy (``policy.using(snapshot)`` for the previous iterate, the extragradient half step, the EMA) and says
-which they are with ``weights`` (``"current"``, ``"previous"``, ``"half"``, ``"ema"``).  After every change of
-any of them (an optimizer phase, EGPO's restore of ``theta_t``, OMWU's / Nash-EMA's update at the end of an
-iteration) the trainer calls :meth:`Generator.weights_changed`; a backend holding its own copy of the weights
-(vLLM) re-pushes them before its next sample whose ``(weights, version)`` differs from what it holds, so the
-engine always samples the policy the algorithm names.  :meth:`Generator.release` is called before training
-on the samples (vLLM with ``sleep: true`` frees the engine's GPU memory there).
+A sampler samples ``pi_theta`` for whatever parameters the policy's model holds at the call: the trainer's
+:class:`~nashalign.llm.opponents.OpponentBank` swaps the previous iterate, EGPO's ``theta_t`` or the EMA into the
+model in place, and ``weights`` names the opponent kind they are (``"current"``, ``"mixture"``, ``"previous"``,
+``"half"``, ``"ema"``).  Two optional methods complete the protocol: ``weights_changed()``, called by the trainer
+after every change of the parameters or of a bank slot (an optimizer phase, an EMA update, a checkpoint load), and
+``release()``, called before each optimizer phase (vLLM with ``sleep: true`` frees its GPU memory there).  The
+HF sampler needs neither; a backend holding its own copy of the weights (vLLM) re-pushes them before the next
+sample whose ``(weights, version)`` differs from what it holds, so the engine always samples the policy the
+algorithm names.
 
 Importing this module imports neither ``vllm`` nor ``transformers``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import torch
-
-__all__ = [
-    "GENERATION_BACKENDS",
-    "WEIGHT_KINDS",
-    "SamplingSettings",
-    "VLLMOptions",
-    "Generator",
-    "HFGenerator",
-    "make_generator",
-]
+__all__ = ["GENERATION_BACKENDS", "SamplingSettings", "VLLMOptions", "make_sampler", "sampler_hook"]
 
 GENERATION_BACKENDS = ("hf", "vllm")
-#: What ``weights=`` may name: the live parameters, or the snapshot the trainer loaded for an opponent kind.
-WEIGHT_KINDS = ("current", "previous", "half", "ema")
 VLLM_MODES = ("colocate", "server")
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    """The sampling settings every backend honours (``top_k = 0`` and ``top_p = 1`` disable the filters).
-
-    ``batch_size`` bounds the rows the HF loop decodes at once; vLLM schedules its own batches and ignores it.
-    """
+    """The sampling settings a vLLM engine takes (``top_k = 0`` and ``top_p = 1`` disable the filters;
+    ``temperature = 0`` is greedy).  ``batch_size`` is the HF loop's; vLLM schedules its own batches."""
 
     max_new_tokens: int = 32
     temperature: float = 1.0
@@ -137,86 +126,7 @@ class VLLMOptions:
         return asdict(self)
 
 
-@runtime_checkable
-class Generator(Protocol):
-    """What the trainer samples with (see the module docstring)."""
-
-    name: str
-
-    def generate(
-        self,
-        policy: Any,
-        prompts: Sequence[str],
-        k: int,
-        settings: SamplingSettings,
-        *,
-        mixture: float = 0.0,
-        weights: str = "current",
-        generator: torch.Generator | None = None,
-    ) -> Any:
-        """``k`` samples per prompt (prompt-major :class:`~nashalign.llm.policy.Samples`) from the policy's
-        current parameters (which the trainer has set to those ``weights`` names), or from the token-level
-        geometric mixture ``pi^{1-w} mu^w`` with ``w = mixture``."""
-        ...
-
-    def weights_changed(self) -> None:
-        """The parameters behind some ``weights`` kind changed (after an optimizer phase, a restore, an EMA)."""
-        ...
-
-    def release(self) -> None:
-        """Sampling is over until the next :meth:`generate` (training follows)."""
-        ...
-
-    def close(self) -> None:
-        """Free the backend's resources."""
-        ...
-
-
-class HFGenerator:
-    """The reference backend: :meth:`CausalLMPolicy.generate` on the live model (weights are always current)."""
-
-    name = "hf"
-
-    def generate(
-        self,
-        policy: Any,
-        prompts: Sequence[str],
-        k: int,
-        settings: SamplingSettings,
-        *,
-        mixture: float = 0.0,
-        weights: str = "current",
-        generator: torch.Generator | None = None,
-    ) -> Any:
-        _check_weights(weights)
-        return policy.generate(
-            list(prompts),
-            k,
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            top_k=settings.top_k,
-            mixture=mixture,
-            generator=generator,
-            batch_size=settings.batch_size,
-        )
-
-    def weights_changed(self) -> None:  # the live model is what it samples
-        return None
-
-    def release(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _check_weights(weights: str) -> None:
-    if weights not in WEIGHT_KINDS:
-        raise ValueError(f"weights must be one of {list(WEIGHT_KINDS)}, got {weights!r}.")
-
-
-def make_generator(
+def make_sampler(
     backend: str,
     policy: Any,
     options: Mapping[str, Any] | VLLMOptions | None = None,
@@ -224,17 +134,25 @@ def make_generator(
     max_new_tokens: int = 32,
     process_index: int = 0,
     num_processes: int = 1,
-) -> Generator:
-    """The backend named by ``trainer.generation`` (``"hf"`` or ``"vllm"``) for ``policy``.
+    given: Any = None,
+) -> Any:
+    """The sampler named by ``trainer.generation`` (``"hf"`` or ``"vllm"``) for ``policy``.
 
-    ``options`` is ``trainer.vllm`` (ignored by ``"hf"``).  vLLM is imported only here, for ``"vllm"``.
+    ``options`` is ``trainer.vllm`` (ignored by ``"hf"``).  ``given``: a sampler passed to the trainer, returned
+    as is (only with ``backend="hf"``, the default: two choices of backend raise).  vLLM is imported only here.
     """
+    if given is not None:
+        if backend != "hf":
+            raise ValueError(f"pass either NashTrainer(sampler=...) or trainer.generation={backend!r}, not both.")
+        return given
     if backend == "hf":
-        return HFGenerator()
-    if backend == "vllm":
-        from nashalign.llm.vllm_backend import VLLMGenerator
+        from nashalign.llm._decode import HFSampler
 
-        return VLLMGenerator(
+        return HFSampler()
+    if backend == "vllm":
+        from nashalign.llm.vllm_backend import VLLMSampler
+
+        return VLLMSampler(
             policy,
             VLLMOptions.from_mapping(options),
             max_new_tokens=max_new_tokens,
@@ -242,3 +160,10 @@ def make_generator(
             num_processes=num_processes,
         )
     raise ValueError(f"trainer.generation must be one of {list(GENERATION_BACKENDS)}, got {backend!r}.")
+
+
+def sampler_hook(sampler: Any, name: str) -> None:
+    """Call ``sampler.weights_changed()`` / ``sampler.release()`` where the sampler has it (both are optional)."""
+    hook = getattr(sampler, name, None)
+    if callable(hook):
+        hook()

@@ -1,16 +1,17 @@
 """The vLLM generation backend: an engine in the trainer's process (colocate) or in a server, kept in sync.
 
-:class:`VLLMGenerator` implements :class:`nashalign.llm.generation.Generator`.  Prompts are tokenised by the
-policy (:meth:`~nashalign.llm.policy.CausalLMPolicy.encode_prompts`, so chat template and truncation are the
-HF path's), sent to vLLM as token ids, and the returned token ids become :class:`~nashalign.llm.policy.Samples`
-with the HF path's masks (the EOS counts, padding after it).  Log-probs for the loss are always computed by the
+:class:`VLLMSampler` is a sampler (:mod:`nashalign.llm.generation`) with the call of
+:class:`~nashalign.llm._decode.HFSampler`.  Prompts are tokenised by the policy
+(:meth:`~nashalign.llm.policy.CausalLMPolicy.encode_prompts`: the HF path's chat template and truncation), sent
+to vLLM as token ids, and the returned token ids become :class:`~nashalign.llm._decode.Samples` with the HF
+path's masks (the EOS counts, padding after it).  Log-probs for the loss are always computed by the
 HF model; vLLM only samples.
 
 Weight sync (the algorithm's part of the backend).  The engine is built from the policy's config with dummy
 weights and receives every parameter of ``pi_theta`` from :func:`export_weights` before its first sample; after
-that, before any sample whose ``(weights, version)`` differs from what the engine holds (see
-:mod:`nashalign.llm.generation`), the trainer's policy (holding the parameters that kind names) is exported and
-loaded with vLLM's in-place ``reload_weights``, and the prefix cache is reset.  Under LoRA the export is the
+that, before any sample whose key differs from what the engine holds (:class:`VLLMSampler`), the policy's model
+(holding, in place, the parameters the opponent bank put there for that kind) is exported and loaded with vLLM's
+in-place ``reload_weights``, and the prefix cache is reset.  Under LoRA the export is the
 merged ``W + (alpha / r) B A`` of every adapted layer (``peft``'s own ``get_delta_weight``), so the engine runs
 a plain model.  Every push is the full parameter set (simple and exact; in colocate mode an in-process copy of
 ``4 P`` bytes in float32; ``benchmarks/bench_generation.py`` counts the pushes per iteration and times the
@@ -26,10 +27,10 @@ Modes:
 * server: :class:`RemoteEngine`, an HTTP client of :mod:`nashalign.llm.vllm_server`; weights travel as one
   safetensors blob per push.
 
-Nash-MD's mixture opponent ``pi^{1-w} mu^w`` is sampled by the HF path (:class:`HFGenerator`) under both
-backends: it needs the logits of ``pi`` AND ``mu`` for the same prefix at every token, and vLLM samples each
-request from one model's logits (a logits processor sees only those; two engines would need one round trip
-per token).  The policy's HF sampler keeps one KV cache per model and is exact (tested against the enumerated
+Nash-MD's mixture opponent ``pi^{1-w} mu^w`` is sampled by the HF path
+(:class:`~nashalign.llm._decode.HFSampler`) under both backends: it needs the logits of ``pi`` AND ``mu`` for
+the same prefix at every token, and vLLM samples each request from one model's logits (a logits processor sees
+only those; two engines would need one round trip per token).  The HF sampler keeps one KV cache per model and is exact (tested against the enumerated
 mixture in ``tests/vllm_backend``).
 """
 
@@ -45,11 +46,12 @@ from typing import Any
 
 import torch
 
-from nashalign.llm.generation import HFGenerator, SamplingSettings, VLLMOptions, _check_weights
-from nashalign.llm.policy import Samples, _response_mask
+from nashalign.algorithms.base import OPPONENT_KINDS
+from nashalign.llm._decode import HFSampler, Samples, response_mask
+from nashalign.llm.generation import SamplingSettings, VLLMOptions
 
 __all__ = [
-    "VLLMGenerator",
+    "VLLMSampler",
     "LocalEngine",
     "RemoteEngine",
     "export_weights",
@@ -69,7 +71,8 @@ def export_weights(model: Any) -> list[tuple[str, torch.Tensor]]:
 
     A PEFT/LoRA model is merged on the fly (``W + delta`` per adapted layer, the adapter's own
     ``get_delta_weight``; the model itself is not modified); a disabled adapter exports the base weights.
-    Tied parameters appear under each name (vLLM's in-place reload expects ``lm_head.weight`` too).  Tensors are detached views, not copies.
+    Tied parameters appear under each name (vLLM's in-place reload expects ``lm_head.weight`` too).  Tensors
+    are detached views, not copies.
     """
     from nashalign.llm.policy import _is_peft
 
@@ -336,9 +339,21 @@ def deserialize_weights(blob: bytes) -> list[tuple[str, torch.Tensor]]:
     return list(load(blob).items())
 
 
-# =============================================================================================== the generator
-class VLLMGenerator:
-    """``trainer.generation=vllm`` (see the module docstring)."""
+# =============================================================================================== the sampler
+class VLLMSampler:
+    """``trainer.generation=vllm``: :class:`~nashalign.llm._decode.HFSampler`'s call, sampled by a vLLM engine.
+
+    ``sampler(policy, prompts, k, *, weights="current", **settings) -> Samples`` with the HF sampler's settings.
+    ``mixture > 0`` (Nash-MD's ``pi^{1-w} mu^w``) and ``model_override`` (another model than the policy) are
+    drawn by the HF sampler (see the module docstring); ``do_sample=False`` is vLLM's greedy (temperature 0);
+    ``batch_size`` is ignored (vLLM schedules its own batches).
+
+    Weight sync: the engine holds the parameters of one key ``(model, weights, version, in-place versions)``:
+    ``weights`` is the opponent kind the trainer says the model holds, ``version`` counts
+    :meth:`weights_changed` calls, and the last entry is the sum of the parameters' in-place version counters
+    (every ``copy_`` of a bank swap or checkpoint load moves it; fused optimizer kernels do not, hence the
+    explicit :meth:`weights_changed` after every optimizer phase).  A sample under any other key pushes first.
+    """
 
     name = "vllm"
 
@@ -353,9 +368,9 @@ class VLLMGenerator:
         engine: Any = None,
     ) -> None:
         self.options = options
-        self._hf = HFGenerator()
+        self._hf = HFSampler()
         self._version = 0
-        self._loaded: tuple[str, int] | None = None
+        self._loaded: tuple[Any, ...] | None = None
         self.pushes = 0
         if engine is not None:
             self.engine = engine
@@ -371,50 +386,65 @@ class VLLMGenerator:
                 policy.model, dtype=dtype, max_model_len=max_len, options=options, seed=process_index
             )
 
-    # ------------------------------------------------------------------ Generator protocol
-    def generate(
+    def __call__(
         self,
         policy: Any,
-        prompts: Sequence[str],
-        k: int,
-        settings: SamplingSettings,
+        prompts: Sequence[Any],
+        k: int = 1,
         *,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        do_sample: bool = True,
         mixture: float = 0.0,
-        weights: str = "current",
+        model_override: Any = None,
         generator: torch.Generator | None = None,
+        batch_size: int | None = None,
+        weights: str = "current",
     ) -> Samples:
         _check_weights(weights)
-        if mixture > 0.0:  # the geometric mixture needs both models' logits per token: the HF sampler
-            return self._hf.generate(
-                policy, prompts, k, settings, mixture=mixture, weights=weights, generator=generator
+        if mixture > 0.0 or (model_override is not None and model_override is not policy.model):
+            return self._hf(
+                policy, prompts, k, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                top_k=top_k, do_sample=do_sample, mixture=mixture, model_override=model_override,
+                generator=generator, batch_size=batch_size, weights=weights,
             )
         if k < 1:
             raise ValueError(f"generate: k must be >= 1, got {k}.")
+        settings = SamplingSettings(
+            max_new_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0, top_p=top_p, top_k=top_k
+        )
         self.sync(policy, weights)
         ids, mask = policy.encode_prompts(list(prompts))  # (B, Lp) left-padded
         prompt_ids = [row[m.bool()].tolist() for row, m in zip(ids.cpu(), mask.cpu())]
         seeds = torch.randint(0, 2**31 - 1, (len(prompt_ids) * k,), generator=generator, device=_gen_device(generator))
         outs = self.engine.generate(prompt_ids, k, seeds.tolist(), settings, policy.eos_token_ids)
-        return _to_samples(policy, list(prompts), k, ids, mask, outs, settings.max_new_tokens)
+        return _to_samples(policy, list(prompts), k, ids, mask, outs)
 
     def weights_changed(self) -> None:
+        """The parameters behind some opponent kind changed: push again before the next sample."""
         self._version += 1
 
     def release(self) -> None:
+        """Sampling is over until the next call (training follows): a sleep-capable engine sleeps."""
         if self.engine.can_sleep:
             self.engine.sleep()
             self._loaded = None  # level-2 sleep drops the weights: push again after waking
 
-    def close(self) -> None:
-        return None  # cached engines live until close_engines() (shared between trainers)
-
     # ------------------------------------------------------------------ sync and scoring
+    def _key(self, policy: Any, weights: str) -> tuple[Any, ...]:
+        inplace = sum(p._version for p in policy.model.parameters())
+        return (id(policy.model), weights, self._version, inplace)
+
     def sync(self, policy: Any, weights: str = "current") -> bool:
-        """Push the policy's parameters unless the engine already holds ``(weights, version)``; True if pushed."""
-        key = (weights, self._version)
+        """Push the model's parameters unless the engine already holds this key (class docstring); True if pushed."""
+        key = self._key(policy, weights)
         if self._loaded == key:
             return False
-        self.engine.load_weights(export_weights(policy.model))
+        dev = next(policy.model.parameters()).device.type
+        with torch.no_grad(), torch.autocast(dev, enabled=False):  # the LoRA merge in the parameters' dtype
+            self.engine.load_weights(export_weights(policy.model))
         self._loaded = key
         self.pushes += 1
         return True
@@ -425,6 +455,11 @@ class VLLMGenerator:
         p = [row[m].tolist() for row, m in zip(samples.prompt_ids.cpu(), pm)]
         r = [row[m].tolist() for row, m in zip(samples.response_ids.cpu(), rm)]
         return torch.tensor(self.engine.logprobs(p, r), dtype=torch.float64)
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in OPPONENT_KINDS:
+        raise ValueError(f"weights must be one of {list(OPPONENT_KINDS)} (an opponent kind), got {weights!r}.")
 
 
 def _default_max_len(policy: Any, max_new_tokens: int) -> int:
@@ -438,9 +473,7 @@ def _gen_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def _to_samples(
-    policy: Any, prompts: list[str], k: int, ids: torch.Tensor, mask: torch.Tensor, outs: list, max_new: int
-) -> Samples:
+def _to_samples(policy: Any, prompts: list[str], k: int, ids: torch.Tensor, mask: torch.Tensor, outs: list) -> Samples:
     """Prompt-major :class:`Samples` from vLLM's token ids, masked exactly as the HF sampler masks."""
     dev, pad, eos = policy.device, policy.pad_token_id, policy.eos_token_ids
     rows = [tok for per_prompt in outs for tok in per_prompt]
@@ -451,7 +484,7 @@ def _to_samples(
     for i, r in enumerate(rows):
         resp[i, : len(r)] = torch.tensor(r, dtype=torch.long)
     finished = torch.tensor([bool(r) and r[-1] in eos for r in rows], dtype=torch.bool)
-    r_mask = _response_mask(resp, finished, eos)
+    r_mask = response_mask(resp, eos)
     r_mask &= (torch.arange(width)[None, :] < torch.tensor([len(r) for r in rows])[:, None]).long()
     resp = resp.masked_fill(r_mask == 0, pad)
     index = torch.arange(len(prompts)).repeat_interleave(k)

@@ -86,11 +86,11 @@ def vllm_options() -> dict:
 
 @pytest.fixture
 def vllm_generator():
-    """``vllm_generator(policy)``: a colocated :class:`VLLMGenerator` on the session engine."""
+    """``vllm_generator(policy)``: a colocated :class:`VLLMSampler` on the session engine."""
     from nashalign.llm.generation import VLLMOptions
-    from nashalign.llm.vllm_backend import VLLMGenerator
+    from nashalign.llm.vllm_backend import VLLMSampler
 
     def make(policy, max_new_tokens: int = 4):
-        return VLLMGenerator(policy, VLLMOptions.from_mapping(OPTIONS), max_new_tokens=max_new_tokens)
+        return VLLMSampler(policy, VLLMOptions.from_mapping(OPTIONS), max_new_tokens=max_new_tokens)
 
     return make

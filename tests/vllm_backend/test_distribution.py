@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy import stats
 
-from nashalign.llm.generation import HFGenerator, SamplingSettings
+from nashalign.llm._decode import HFSampler
 
 N = 400  # samples per prompt
 W = 0.5  # mixture weight
-SETTINGS = SamplingSettings(max_new_tokens=4, temperature=1.0, top_p=1.0, top_k=0)
+SETTINGS = dict(max_new_tokens=4, temperature=1.0, top_p=1.0, top_k=0)
 
 
 def pooled_chisquare(counts: np.ndarray, probs: np.ndarray) -> float:
@@ -58,7 +58,7 @@ def classify(samples, policy, task) -> np.ndarray:
 
 def mixture_distribution(policy, task, w: float) -> np.ndarray:
     """Exact ``(C, n + 1)`` distribution of the token-level mixture sampler: prod_t mix(pi_t, mu_t)[y_t]."""
-    from nashalign.llm.policy import _positions, mixture_logprobs
+    from nashalign.llm._decode import mixture_logprobs, positions
 
     C, n = task.num_prompts, task.num_classes
     s = policy.encode(
@@ -67,7 +67,7 @@ def mixture_distribution(policy, task, w: float) -> np.ndarray:
     ids = torch.cat([s.prompt_ids, s.response_ids], 1)
     mask = torch.cat([s.prompt_mask, s.response_mask], 1)
     lr = s.response_ids.shape[1]
-    kw = dict(input_ids=ids, attention_mask=mask, position_ids=_positions(mask))
+    kw = dict(input_ids=ids, attention_mask=mask, position_ids=positions(mask))
     with torch.no_grad():
         pi = policy.model(**kw).logits[:, -(lr + 1) : -1].float()
         with policy.reference() as ref:
@@ -94,8 +94,8 @@ def moved_policy(lm_dir, task):
 def test_policy_samples_match_the_exact_distribution(backend, moved_policy, task, vllm_generator):
     from nashalign.llm.synthetic import response_distribution
 
-    gen = HFGenerator() if backend == "hf" else vllm_generator(moved_policy)
-    samples = gen.generate(moved_policy, task.prompts, N, SETTINGS, generator=torch.Generator().manual_seed(1234))
+    gen = HFSampler() if backend == "hf" else vllm_generator(moved_policy)
+    samples = gen(moved_policy, task.prompts, N, **SETTINGS, generator=torch.Generator().manual_seed(1234))
     counts = classify(samples, moved_policy, task)
     exact = response_distribution(moved_policy, task)
     mu = response_distribution(moved_policy, task, model="reference")
@@ -110,10 +110,8 @@ def test_mixture_samples_match_the_exact_mixture(backend, moved_policy, task, vl
     """Nash-MD's opponent: under generation=vllm the mixture is drawn by the HF sampler (module docstring)."""
     from nashalign.llm.synthetic import response_distribution
 
-    gen = HFGenerator() if backend == "hf" else vllm_generator(moved_policy)
-    samples = gen.generate(
-        moved_policy, task.prompts, N, SETTINGS, mixture=W, generator=torch.Generator().manual_seed(99)
-    )
+    gen = HFSampler() if backend == "hf" else vllm_generator(moved_policy)
+    samples = gen(moved_policy, task.prompts, N, **SETTINGS, mixture=W, generator=torch.Generator().manual_seed(99))
     counts = classify(samples, moved_policy, task)
     exact = mixture_distribution(moved_policy, task, W)
     assert np.all(exact >= 0) and np.allclose(exact.sum(-1), 1.0)

@@ -128,5 +128,5 @@ def test_server_mode_step_and_weight_sync(server, load_policy, task, tmp_path):
         assert json.loads(resp.read())["weight_pushes"] >= 2  # pi_0 before sampling, pi_1 for the win-rate sample
     hf = policy.sequence_logprobs(fixed).double()
     assert (hf - before).abs().max() > 1e-3
-    trainer.generation.sync(policy)
-    assert (trainer.generation.sequence_logprobs(policy, fixed) - hf).abs().max() < 1e-4
+    trainer.sampler.sync(policy)
+    assert (trainer.sampler.sequence_logprobs(policy, fixed) - hf).abs().max() < 1e-4

@@ -4,8 +4,8 @@
   fine-tuning and LoRA (pushed merged), and the step really moved the policy;
 * for every registered algorithm, two iterations with ``generation=vllm``: at EVERY call of the sampler, the engine's
   log-probs of the fixed responses equal the HF log-probs of the parameters the trainer holds at that moment
-  (``pi_t``, EGPO's half step, OMWU's previous iterate, Nash-EMA's average: the trainer loads them with
-  ``policy.using``), and each opponent kind was sampled from.
+  (``pi_t``, EGPO's ``theta_t`` and half step, OMWU's previous iterate, Nash-EMA's average: the opponent bank
+  swaps them into the model in place), and each opponent kind was sampled from.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def test_sync_after_a_training_step_matches_hf(load_policy, task, tmp_path, vllm
         TrainerConfig(**TINY, vllm=vllm_options, output_dir=str(tmp_path)),
     )
     trainer.step()
-    gen = trainer.generation
+    gen = trainer.sampler
     assert gen.pushes >= 2  # before the first sample, and again for pi_{t+1} (the win-rate sample)
     gen.sync(policy)
     hf = policy.sequence_logprobs(fixed).double()
@@ -85,14 +85,14 @@ def test_lora_sync_pushes_the_merged_adapter(load_policy, task, tmp_path, vllm_o
     trainer.step()
     hf = policy.sequence_logprobs(fixed).double()
     assert (hf - mu).abs().max() > 1e-3  # the adapter changed the policy
-    trainer.generation.sync(policy)
-    vl = trainer.generation.sequence_logprobs(policy, fixed)
+    trainer.sampler.sync(policy)
+    vl = trainer.sampler.sequence_logprobs(policy, fixed)
     assert (vl - hf).abs().max() < TOL
     # and the export under a disabled adapter is mu itself
     with policy.model.disable_adapter():
-        trainer.generation.weights_changed()
-        trainer.generation.sync(policy)
-        assert (trainer.generation.sequence_logprobs(policy, fixed) - mu).abs().max() < TOL
+        trainer.sampler.weights_changed()
+        trainer.sampler.sync(policy)
+        assert (trainer.sampler.sequence_logprobs(policy, fixed) - mu).abs().max() < TOL
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -100,15 +100,15 @@ def test_every_sample_comes_from_the_policy_the_algorithm_names(
     name, load_policy, task, tmp_path, monkeypatch, vllm_options
 ):
     """Two iterations of each algorithm with generation=vllm; the engine is checked at every sampler call."""
-    from nashalign.llm.vllm_backend import VLLMGenerator
+    from nashalign.llm.vllm_backend import VLLMSampler
 
     policy = load_policy()
     fixed = fixed_responses(policy, task)
     seen: list[tuple[str, float, float]] = []
-    original = VLLMGenerator.generate
+    original = VLLMSampler.__call__
 
-    def checked(self, pol, prompts, k, settings, *, mixture=0.0, weights="current", generator=None):
-        out = original(self, pol, prompts, k, settings, mixture=mixture, weights=weights, generator=generator)
+    def checked(self, pol, prompts, k=1, *, mixture=0.0, weights="current", **settings):
+        out = original(self, pol, prompts, k, mixture=mixture, weights=weights, **settings)
         if mixture == 0.0:
             hf = pol.sequence_logprobs(fixed).double()
             err = float((self.sequence_logprobs(pol, fixed) - hf).abs().max())
@@ -117,7 +117,7 @@ def test_every_sample_comes_from_the_policy_the_algorithm_names(
             seen.append(("mixture", 0.0, float("nan")))
         return out
 
-    monkeypatch.setattr(VLLMGenerator, "generate", checked)
+    monkeypatch.setattr(VLLMSampler, "__call__", checked)
     alg = make_algorithm(name)
     # lr 1e-2 (the trainer tests' rate): at 5e-2 SPO's second step drives one EOS logit far enough out that
     # the two kernels' float32 rounding differ by 1.05e-4 nats on that token (measured), the 1e-4 bound's edge.
@@ -147,9 +147,9 @@ def test_bad_vllm_options_raise_clear_errors():
     with pytest.raises(ValueError, match="trainer.generation"):
         TrainerConfig(generation="sglang")
     with pytest.raises(ValueError, match="weights must be one of"):
-        from nashalign.llm.generation import HFGenerator, SamplingSettings
+        from nashalign.llm.vllm_backend import VLLMSampler
 
-        HFGenerator().generate(None, ["x"], 1, SamplingSettings(), weights="theta")
+        VLLMSampler(None, VLLMOptions(), engine=object())(None, ["x"], 1, weights="theta")
 
 
 def test_importing_nashalign_llm_does_not_import_vllm():
@@ -163,13 +163,9 @@ def test_importing_nashalign_llm_does_not_import_vllm():
 
 def test_samples_have_the_hf_layout(load_policy, task, vllm_generator):
     """vLLM samples: prompt-major rows, EOS inside the mask, pad after it, log-probs computable by HF."""
-    from nashalign.llm.generation import SamplingSettings
-
     policy = load_policy()
     gen = vllm_generator(policy)
-    s = gen.generate(
-        policy, task.prompts, 5, SamplingSettings(max_new_tokens=4), generator=torch.Generator().manual_seed(0)
-    )
+    s = gen(policy, task.prompts, 5, max_new_tokens=4, generator=torch.Generator().manual_seed(0))
     assert s.prompt_index.tolist() == [i for i in range(3) for _ in range(5)]
     assert s.response_ids.shape[0] == 15 and s.response_ids.shape[1] <= 4
     eos = policy.eos_token_ids[0]
@@ -177,9 +173,7 @@ def test_samples_have_the_hf_layout(load_policy, task, vllm_generator):
         n = int(m.sum())
         assert n >= 1 and bool(fin) == (int(ids[n - 1]) == eos)
         assert (ids[n:] == policy.pad_token_id).all()
-    again = gen.generate(
-        policy, task.prompts, 5, SamplingSettings(max_new_tokens=4), generator=torch.Generator().manual_seed(0)
-    )
+    again = gen(policy, task.prompts, 5, max_new_tokens=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(s.response_ids, again.response_ids)  # seeded by the trainer's generator
     assert torch.isfinite(policy.sequence_logprobs(s)).all()
 
