@@ -30,8 +30,8 @@ Modes:
 Nash-MD's mixture opponent ``pi^{1-w} mu^w`` is sampled by the HF path
 (:class:`~nashalign.llm._decode.HFSampler`) under both backends: it needs the logits of ``pi`` AND ``mu`` for
 the same prefix at every token, and vLLM samples each request from one model's logits (a logits processor sees
-only those; two engines would need one round trip per token).  The HF sampler keeps one KV cache per model and is exact (tested against the enumerated
-mixture in ``tests/vllm_backend``).
+only those; two engines would need one round trip per token).  The HF sampler keeps one KV cache per model and
+is exact (tested against the enumerated mixture in ``tests/vllm_backend``).
 """
 
 from __future__ import annotations
