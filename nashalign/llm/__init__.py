@@ -34,6 +34,9 @@ _LAZY: dict[str, str] = {
     "BenchmarkSummary": "nashalign.llm.app",
     "OpponentBank": "nashalign.llm.opponents",
     "HFSampler": "nashalign.llm._decode",
+    "VLLMSampler": "nashalign.llm.vllm_backend",
+    "VLLMOptions": "nashalign.llm.generation",
+    "make_sampler": "nashalign.llm.generation",
     "ChatPrompt": "nashalign.llm.data",
     "build_scratch_policy": "nashalign.llm.tiny",
     # evaluation and data
@@ -44,7 +47,8 @@ _LAZY: dict[str, str] = {
     "build_tokenizer": "nashalign.llm.tiny",
     "build_causal_lm": "nashalign.llm.tiny",
 }
-_SUBMODULES = {"policy", "synthetic", "evaluate", "data", "tiny", "trainer", "config", "checkpoint", "opponents", "runs"}
+_SUBMODULES = {"policy", "synthetic", "evaluate", "data", "tiny", "trainer", "config", "checkpoint", "opponents", "runs",
+               "generation"}
 
 
 def __getattr__(name: str) -> Any:

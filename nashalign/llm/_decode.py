@@ -1,8 +1,9 @@
 """Sampling from a causal LM: :class:`Samples`, next-token distributions and the KV-cached decoding loop.
 
 Everything the trainer draws goes through one object, :class:`HFSampler` (``sampler(policy, prompts, k,
-...) -> Samples``), so another generation backend (e.g. a vLLM engine) can be swapped in by passing
-``NashTrainer(..., sampler=my_sampler)`` with the same call signature.
+...) -> Samples``), so another generation backend can be swapped in by passing ``NashTrainer(...,
+sampler=my_sampler)`` with the same call signature (or ``trainer.generation=vllm``:
+:class:`nashalign.llm.vllm_backend.VLLMSampler`; the protocol is in :mod:`nashalign.llm.generation`).
 
 Decoding runs one prefill forward over ``(N, Lp)`` and then one-token forwards with the model's KV
 cache; with ``mixture = w > 0`` the reference ``mu`` keeps its own cache and the next-token law is the
@@ -316,7 +317,9 @@ class HFSampler:
     Args of ``__call__``: ``policy`` (a :class:`~nashalign.llm.policy.CausalLMPolicy`), ``prompts``,
     ``k`` samples per prompt, and ``max_new_tokens``, ``temperature``, ``top_p``, ``top_k``, ``do_sample``,
     ``mixture`` (weight ``w`` on ``mu``), ``model_override`` (``None``, ``"reference"`` or a module),
-    ``generator``, ``batch_size`` (rows decoded at once).  A replacement backend takes the same call.
+    ``generator``, ``batch_size`` (rows decoded at once), ``weights`` (the opponent kind whose parameters the
+    model holds: a label, this loop samples the live model whatever it holds).  A replacement backend takes the
+    same call and may add ``weights_changed()`` / ``release()`` (:mod:`nashalign.llm.generation`).
     """
 
     def __init__(self, stop_check_every: int = STOP_CHECK_EVERY) -> None:
@@ -340,6 +343,7 @@ class HFSampler:
         model_override: Any = None,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
+        weights: str = "current",
     ) -> Samples:
         ids, mask = policy.encode_prompts(prompts)  # (B, Lp)
         rows = torch.arange(len(prompts)).repeat_interleave(k)  # (N,) prompt-major, on the host

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from nashalign.estimators import ESTIMATORS
+from nashalign.llm.generation import GENERATION_BACKENDS, VLLMOptions
 
 __all__ = ["TrainerConfig", "TIMING_KEYS"]
 
@@ -66,6 +67,11 @@ class TrainerConfig:
         num_threads (`int`, *optional*): ``torch.set_num_threads`` (tiny models on a busy CPU run fastest with 1).
         lora (`dict`, *optional*): ``peft.LoraConfig`` kwargs the app uses to build the policy; the trainer
             only checks that the policy it gets is a PEFT model when this is set.
+        generation (`str`, defaults to ``"hf"``): the sampler when ``NashTrainer(sampler=...)`` is not given:
+            ``"hf"`` (:class:`~nashalign.llm._decode.HFSampler`, the reference) or ``"vllm"``
+            (:class:`~nashalign.llm.vllm_backend.VLLMSampler`; weights re-pushed after every change).
+        vllm (`dict`, *optional*): :class:`~nashalign.llm.generation.VLLMOptions` (``mode: colocate|server``,
+            ``server_url``, ``gpu_memory_utilization``, ``sleep``, ...), used with ``generation="vllm"``.
         gradient_checkpointing (`bool`, defaults to False): recompute activations in the backward pass
             (``model.gradient_checkpointing_enable``, non-reentrant): less memory, about one more forward.
         opponent_offload (`bool`, defaults to True): keep the opponent bank (previous iterate, EMA, EGPO's
@@ -134,6 +140,8 @@ class TrainerConfig:
     cpu: bool = False
     num_threads: int | None = None
     lora: dict[str, Any] | None = None
+    generation: str = "hf"  # [generation hook] hf | vllm
+    vllm: dict[str, Any] | None = None  # [generation hook] VLLMOptions
     gradient_checkpointing: bool = False
     opponent_offload: bool = True
     eval_every: int = 1
@@ -220,6 +228,10 @@ class TrainerConfig:
             raise ValueError(f"trainer.lora must be a mapping of peft.LoraConfig kwargs or null, got {self.lora!r}.")
         if self.lora is not None:
             self.lora = dict(self.lora)
+        if self.generation not in GENERATION_BACKENDS:  # [generation hook]
+            raise ValueError(f"trainer.generation must be one of {list(GENERATION_BACKENDS)}, got {self.generation!r}.")
+        if self.vllm is not None:
+            self.vllm = VLLMOptions.from_mapping(self.vllm).to_dict()
         names = [self.log_with] if isinstance(self.log_with, str) else list(self.log_with or [])
         bad = [n for n in names if n not in TRACKERS]
         if bad:

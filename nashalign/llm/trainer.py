@@ -50,12 +50,12 @@ import torch
 from nashalign.algorithms.base import OPPONENT_KINDS, Algorithm, LossInputs, Opponent, feedback_inputs
 from nashalign.estimators import Feedback, estimate
 from nashalign.llm import _setup, checkpoint
-from nashalign.llm._decode import HFSampler
 from nashalign.llm._load import process_state
 from nashalign.llm._report import TrainerReporting
 from nashalign.llm._slots import TrainerSlots
 from nashalign.llm.checkpoint import latest_checkpoint
 from nashalign.llm.config import TIMING_KEYS, TrainerConfig
+from nashalign.llm.generation import make_sampler, sampler_hook
 from nashalign.llm.opponents import OpponentBank
 from nashalign.llm.runs import collect_runs, plot_curves, summary_table  # re-exported: the apps' run helpers
 
@@ -82,8 +82,8 @@ class NashTrainer(TrainerSlots, TrainerReporting):
         config: a :class:`TrainerConfig` (or a mapping of its fields).
         evaluate: optional ``evaluate(policy) -> {name: float}`` called before training, every
             ``config.eval_every`` iterations and at the end.
-        sampler: the generation backend, ``sampler(policy, prompts, k, **settings) -> Samples``
-            (default :class:`~nashalign.llm._decode.HFSampler`).
+        sampler: the generation backend, ``sampler(policy, prompts, k, *, weights, **settings) -> Samples``
+            (default: the one ``config.generation`` names, :mod:`nashalign.llm.generation`).
 
     Attributes:
         history: one metrics dict per iteration (``iteration`` 0 holds the evaluation before training).
@@ -113,7 +113,7 @@ class NashTrainer(TrainerSlots, TrainerReporting):
             from nashalign.llm.evaluate import missing_eos_penalized
 
             self.oracle = missing_eos_penalized(oracle, cfg.missing_eos_penalty)
-        self.evaluate_fn, self.sampler = evaluate, sampler or HFSampler()
+        self.evaluate_fn = evaluate
         self.estimator = cfg.estimator or algorithm.estimator
         self.k = cfg.k if cfg.k is not None else (4 if self.estimator == "winrate" else 2)
         _setup.check_estimator(cfg, algorithm, self.estimator)
@@ -153,6 +153,10 @@ class NashTrainer(TrainerSlots, TrainerReporting):
         acc.register_for_checkpointing(self.scheduler)
         self.generator = torch.Generator(device=acc.device).manual_seed(cfg.seed * 1000 + acc.process_index)
         self.shuffle_generator = torch.Generator().manual_seed(cfg.seed * 1000 + 7 + acc.process_index)
+        self.sampler = make_sampler(  # [generation hook] the given one, the HF loop, or a vLLM engine kept in sync
+            cfg.generation, policy, cfg.vllm, max_new_tokens=cfg.max_new_tokens, process_index=acc.process_index,
+            num_processes=acc.num_processes, given=sampler,
+        )
         self.bank = OpponentBank(policy.model, offload=cfg.opponent_offload)
         self.iteration = self.queries = self.eval_queries = 0
         self._local = {"queries_iter": 0, "eval_queries_iter": 0}
@@ -163,7 +167,7 @@ class NashTrainer(TrainerSlots, TrainerReporting):
         if cfg.resume:
             path = latest_checkpoint(self.output_dir) if cfg.resume is True else Path(cfg.resume)
             if path is not None:
-                checkpoint.load_checkpoint(self, path)
+                self.load_checkpoint(path)
             elif acc.is_main_process:
                 log.info("resume=True but no checkpoint in %s: starting fresh.", self.output_dir / "checkpoints")
 
@@ -187,13 +191,13 @@ class NashTrainer(TrainerSlots, TrainerReporting):
         slot = (t * self.alg.phases + phase) * acc.num_processes + acc.process_index
         return _setup.prompt_cycle(self.prompts, self.config.prompts_per_iteration, slot, self.config.seed)
 
-    def _generate(self, prompts: list[str], k: int, *, mixture: float = 0.0) -> Any:
+    def _generate(self, prompts: list[str], k: int, *, mixture: float = 0.0, weights: str = "current") -> Any:
         cfg, start = self.config, time.perf_counter()
         with _setup.gathered(self.accelerator, self.model), self.accelerator.autocast():
             samples = self.sampler(
                 self.policy, prompts, k, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                 top_p=cfg.top_p, top_k=cfg.top_k, mixture=mixture, generator=self.generator,
-                batch_size=cfg.generation_batch_size,
+                batch_size=cfg.generation_batch_size, weights=weights,  # the kind the model holds now
             )
         if cfg.missing_eos_penalty:  # responses carry their finished flag to the oracle
             from nashalign.llm.evaluate import tag_finished
@@ -216,16 +220,16 @@ class NashTrainer(TrainerSlots, TrainerReporting):
             mix = float(opp.mix) if kind == "mixture" else 0.0
             if kind in ("current", "mixture"):
                 with self.bank.swapped("theta_t") if phase > 0 else nullcontext():
-                    return self._generate(batch, k, mixture=mix)
+                    return self._generate(batch, k, mixture=mix, weights=kind)
             if kind == "half" and phase > 0:
-                return self._generate(batch, k)
+                return self._generate(batch, k, weights=kind)
             if kind not in OPPONENT_KINDS or kind not in self.bank:
                 raise ValueError(
                     f"{self.alg.name}: opponent kind {kind!r} has no sampler in phase {phase} (known: "
                     f"{list(OPPONENT_KINDS)}); an algorithm outside the registry must map its opponents to these kinds."
                 )
             with self.bank.swapped(kind):
-                return self._generate(batch, k)
+                return self._generate(batch, k, weights=kind)
 
         return sample
 
@@ -270,6 +274,7 @@ class NashTrainer(TrainerSlots, TrainerReporting):
         ``previous``: ``(N,)`` ``log pi_{t-1}`` per response (``alg.uses_previous``).
         """
         cfg, acc, alg = self.config, self.accelerator, self.alg
+        sampler_hook(self.sampler, "release")  # [generation hook] sampling is over until the next phase
         index = fb.index.cpu()  # (R, K) into fb.responses
         R, mb = index.shape[0], cfg.minibatch_size
         ref_all = self._reference_logprobs(fb.responses)  # (N,) log mu (or the prox centre), each response once
@@ -310,6 +315,7 @@ class NashTrainer(TrainerSlots, TrainerReporting):
                             if not acc.optimizer_step_was_skipped:
                                 self.scheduler.step()
                             self.optimizer.zero_grad(set_to_none=True)
+        sampler_hook(self.sampler, "weights_changed")  # [generation hook] pi_theta moved
         names = list(sums)
         host = torch.stack([sums[n] / max(n_terms, 1) for n in names] + [grad_norm / max(n_steps, 1),
                            inputs.signal.float().mean(), finite.float()]).tolist()  # the phase's one sync
@@ -357,6 +363,7 @@ class NashTrainer(TrainerSlots, TrainerReporting):
         if "ema" in kinds:
             beta = next(o.mix for p in range(alg.phases) for o in alg.neural_opponents(t, p) if o.kind == "ema")
             bank.ema_update("ema", beta)
+        sampler_hook(self.sampler, "weights_changed")  # [generation hook] the previous iterate / the EMA moved
         self.iteration = t + 1
         metrics = self._iteration_metrics(t, phase_metrics, anchor, start)
         self.history.append(metrics)
@@ -415,3 +422,4 @@ class NashTrainer(TrainerSlots, TrainerReporting):
     def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """Restore everything :meth:`save_checkpoint` saved; training continues at the saved iteration."""
         checkpoint.load_checkpoint(self, path)
+        sampler_hook(self.sampler, "weights_changed")  # [generation hook] parameters and bank restored
