@@ -34,7 +34,7 @@ from nashalign.llm._decode import HFSampler, Samples, mixture_logprobs, position
 from nashalign.llm._load import default_device, load_policy, resolve_dtype, save_policy, wrap_lora
 from nashalign.llm.opponents import OpponentBank, copy_into, swap_into, trainable_named
 
-__all__ = ["CausalLMPolicy", "Samples", "mixture_logprobs", "process_logprobs", "resolve_dtype", "default_device"]
+__all__ = ["CausalLMPolicy", "Samples", "HFSampler", "mixture_logprobs", "process_logprobs", "resolve_dtype", "default_device"]
 
 log = logging.getLogger(__name__)
 
