@@ -138,16 +138,21 @@ class ServedJudgeOracle(OracleBase):
         temperature: sampling temperature in sample mode (log-prob requests use 1.0).
         max_tokens: tokens generated per sampled verdict.
         extra_body: extra JSON fields of every request (e.g. vLLM's ``{"allowed_token_ids": [...]}``).
-        max_concurrency: requests in flight at once; rate_limit: requests started per second (None: no limit).
-        timeout: seconds per request (connect, read, write); max_retries: retries after the first attempt.
-        backoff, max_backoff: the back-off ``min(max_backoff, backoff * 2**attempt)`` (jittered); max_retry_after:
-            the longest ``Retry-After`` honoured (longer ones are cut to it).
+        max_concurrency: requests in flight at once.
+        rate_limit: requests started per second (None: no limit).
+        timeout: seconds per request (connect, read, write).
+        max_retries: retries after the first attempt.
+        backoff: the first back-off; attempt ``a`` waits ``min(max_backoff, backoff * 2**a)``, jittered.
+        max_backoff: the longest back-off.
+        max_retry_after: the longest ``Retry-After`` honoured (longer ones are cut to it).
         api_key_env: the NAME of the environment variable holding the API key (sent as a Bearer token).
         name: a display name.
 
     Attributes:
-        requests, retries: HTTP attempts made and retried so far; last_latencies: seconds per pair of the last
-            call, from its first attempt's start (after waiting for a free slot) to its answer, retries included.
+        requests: HTTP attempts made so far.
+        retries: attempts retried so far.
+        last_latencies: seconds per pair of the last call, from its first attempt's start (after waiting for a
+            free slot) to its answer, retries included.
     """
 
     def __init__(
