@@ -23,7 +23,7 @@ from nashalign.algorithms import ALGORITHMS, Algorithm, LossInputs, LossOutput, 
 from nashalign.game import PreferenceGame
 from nashalign.metrics import duality_gap, exploitability, kl_divergence, win_rate
 from nashalign.result import History, SolveResult
-from nashalign.solve import solve
+from nashalign.solve import BlockOptions, CheckpointOptions, PrecisionOptions, solve
 
 __version__ = "0.1.0"
 
@@ -63,6 +63,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ALGORITHMS",
     "Algorithm",
+    "BlockOptions",
+    "CheckpointOptions",
+    "PrecisionOptions",
     "ClassMatrixOracle",
     "MatrixOracle",
     "OracleError",

@@ -7,6 +7,7 @@ the uniform average of the iterates, recording, divergence detection, progress a
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,78 @@ BLOCK_BYTES = 4 * 2**20
 #: ``context_block="auto"`` blocks only a ``P`` larger than this: a smaller one already stays in the last-level
 #: cache between steps, and one block is faster (fewer, larger numpy calls).
 BLOCK_MIN_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True)
+class BlockOptions:
+    """How the exact loop walks the contexts (see :func:`solve`).
+
+    Attributes:
+        context_block: contexts per block.  ``"auto"`` (default): with numpy, for the registered algorithms,
+            blocks of about :data:`BLOCK_BYTES` of ``P`` when ``P`` is larger than :data:`BLOCK_MIN_BYTES` and
+            nothing needs the whole batch at every record; ``None``: one block; an int forces that block size.
+            The old keyword ``solve(..., context_block=...)`` sets it.
+    """
+
+    context_block: int | str | None = "auto"
+
+
+@dataclass(frozen=True)
+class PrecisionOptions:
+    """Floating-point types of a run (see :func:`solve`).
+
+    Attributes:
+        dtype: dtype of the policies, updates, averages and metrics (default float64).  Old keyword: ``dtype=``.
+        p_dtype: dtype of ``P`` alone in exact mode (default ``dtype``): float32 computes ``P pi`` in float32,
+            reading half the bytes per step.  Old keyword: ``p_dtype=``.
+    """
+
+    dtype: Any = None
+    p_dtype: Any = None
+
+
+@dataclass(frozen=True)
+class CheckpointOptions:
+    """Saving and resuming a run (see :func:`solve`).
+
+    Attributes:
+        path: ``.npz`` file the run is saved to every ``every`` steps and at the end; an existing file is resumed
+            from (the same settings must be passed).  Old keyword: ``checkpoint=``.
+        every: steps between checkpoints (``None``: only at the end).  Old keyword: ``checkpoint_every=``.
+    """
+
+    path: str | Path | None = None
+    every: int | None = None
+
+
+#: The old keywords of :func:`solve` and the (option argument, field) each one sets.
+_LEGACY_KEYWORDS = {
+    "context_block": ("blocking", "context_block"),
+    "dtype": ("precision", "dtype"),
+    "p_dtype": ("precision", "p_dtype"),
+    "checkpoint": ("checkpointing", "path"),
+    "checkpoint_every": ("checkpointing", "every"),
+}
+_OPTION_TYPES = {"blocking": BlockOptions, "precision": PrecisionOptions, "checkpointing": CheckpointOptions}
+
+
+def _options(given: dict[str, Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The option objects (defaults where ``None``), with the old keywords popped from ``kwargs`` into them."""
+    opts = {}
+    for name, cls in _OPTION_TYPES.items():
+        val = given[name]
+        if val is not None and not isinstance(val, cls):
+            raise TypeError(f"{name} must be a nashalign.{cls.__name__} or None, got {type(val).__name__}.")
+        opts[name] = cls() if val is None else val
+    for key, (name, field) in _LEGACY_KEYWORDS.items():
+        if key in kwargs:
+            if given[name] is not None:
+                raise ValueError(
+                    f"{key}= and {name}= were both given; pass {key} in one place only "
+                    f"({name}={_OPTION_TYPES[name].__name__}({field}=...))."
+                )
+            opts[name] = replace(opts[name], **{field: kwargs.pop(key)})
+    return opts
 
 
 def _build_algorithm(algorithm: str | Algorithm, eta: Any, tau: Any, kwargs: dict[str, Any]) -> Algorithm:
@@ -186,83 +259,6 @@ def _resolve_block(
     return block if block < C else None
 
 
-def _solve_blocked(
-    alg: Algorithm, P: Any, logmu: Any, logp0: Any, tgt: Any, steps: int, record_every: int, block: int
-) -> tuple[State, Any, History] | None:
-    """The exact loop run block by block: contexts ``[c0, c0 + block)`` do all ``steps`` iterations while their
-    slice of ``P`` (the only large array) stays in cache, then the next block starts.
-
-    Contexts are independent games and every registered step acts on each context separately, so the
-    iterates equal the one-block loop's; the history rows sum the blocks' per-context values at each
-    recorded step (means over all ``C`` contexts, as in the one-block loop, up to summation order) and
-    their ``time`` is the sum of the blocks' times to that step.  Returns None when an iterate becomes NaN:
-    the caller then reruns the one-block loop, which reports it exactly as it always does.
-    """
-    C = int(P.shape[0])
-    tau = float(alg.tau)
-    sums: list[dict[str, float]] = []  # one row per recorded step: per-context values summed over blocks
-    states: list[State] = []
-    avgs: list[Any] = []
-    for c0 in range(0, C, block):
-        sl = slice(c0, min(c0 + block, C))
-        Pb = P[sl]
-        win_rates = _WinRates(Pb)
-        st = alg.init(logp0[sl], logmu[sl])
-        tg = None if tgt is None else tgt[sl]
-        avg_sum = _xp.zeros_like(st.logp)
-        t0 = time.perf_counter()
-        rec_time, k = 0.0, 0
-        while True:
-            if st.t % record_every == 0 or st.t >= steps or k == 0:  # the start, every record_every, the last
-                if not _xp.no_nan(st.logp):
-                    return None
-                r0 = time.perf_counter()
-                vals = _metrics(Pb, win_rates, st, avg_sum, st.t, tg, tau)
-                if k == len(sums):
-                    sums.append({"step": st.t, "queries": 0, "time": 0.0})
-                row = sums[k]
-                row["time"] += r0 - t0 - rec_time
-                for key, v in vals.items():
-                    row[key] = row.get(key, 0.0) + float(_xp.to_numpy(v).sum())
-                k += 1
-                rec_time += time.perf_counter() - r0
-            if st.t >= steps:
-                break
-            st = _exact_iteration(alg, st, win_rates)
-            avg_sum = avg_sum + _xp.exp(st.logp)
-        states.append(st)
-        avgs.append(avg_sum)
-    history = History()
-    for row in sums:
-        history.append(**{key: v / C if key not in ("step", "queries", "time") else v for key, v in row.items()})
-    first = states[0]
-    memory = {
-        key: _xp.concat([s.memory[key] for s in states])
-        if getattr(val, "ndim", 0) >= 1 and val.shape[0] == first.logp.shape[0] else val
-        for key, val in first.memory.items()
-    }
-    st = State(first.t, _xp.concat([s.logp for s in states]), _xp.concat([s.logmu for s in states]), memory)
-    return st, _xp.concat(avgs), history
-
-
-def _blocked_status(history: History, alg: Algorithm, steps: int) -> tuple[str, int | None, str]:
-    """The status the one-block loop reaches online, from a blocked run's merged history (no ``tol`` there):
-    with ``tau > 0``, ``"diverged"`` at the first record whose regularised exploitability exceeds
-    ``max(2 m_0, m_0 + 1e-3)``, else :func:`_stall_check`."""
-    tau = float(alg.tau)
-    message = f"ran {steps} steps"
-    if tau <= 0:
-        return "ok", None, message
-    r = history["reg_expl_last"]
-    m0 = float(r[0])
-    bad = np.flatnonzero(r[1:] > max(2.0 * m0, m0 + 1e-3))
-    if bad.size:
-        t = int(history["step"][1 + bad[0]])
-        return "diverged", t, _drift_message(float(r[1 + bad[0]]), t, m0, alg.eta, tau)
-    status, message = _stall_check(history, message)
-    return status, None, message
-
-
 def _target_logp(game: PreferenceGame, target: Any, tau: float, logmu: Any) -> Any:
     if target is None or (isinstance(target, str) and target == "none"):
         return None
@@ -287,17 +283,15 @@ def solve(
     eta: Any = None,
     tau: float | None = None,
     steps: int = 1000,
-    ref: Any = None,
     init: Any = None,
-    backend: str = "numpy",
-    device: Any = None,
-    dtype: Any = None,
-    p_dtype: Any = None,
-    record_every: int | None = None,
-    seed: int | None = None,
+    mode: str = "exact",
+    ref: Any = None,
     target: Any = "auto",
     tol: float | None = None,
-    mode: str = "exact",
+    record_every: int | None = None,
+    seed: int | None = None,
+    backend: str = "numpy",
+    device: Any = None,
     batch: int = 64,
     inner_steps: int = 50,
     optimizer: str = "adam",
@@ -306,17 +300,17 @@ def solve(
     estimator: str | None = None,
     throw: bool = True,
     progress: bool = False,
-    checkpoint: str | Path | None = None,
-    checkpoint_every: int | None = None,
     state: State | None = None,
-    context_block: int | str | None = "auto",
+    blocking: BlockOptions | None = None,
+    precision: PrecisionOptions | None = None,
+    checkpointing: CheckpointOptions | None = None,
     **algorithm_kwargs: Any,
 ) -> SolveResult:
     """Run ``algorithm`` on ``game`` for ``steps`` iterations.
 
     Exact mode applies the algorithm's tabular step with exact win rates ``P(. > q) = P q``, batched over
     all contexts.  ``P`` is the only large array and each step reads it (one matvec per opponent policy), so
-    with numpy a large batch runs *blocked* (``context_block``): the contexts are independent games, so a
+    with numpy a large batch runs *blocked* (:class:`BlockOptions`): the contexts are independent games, so a
     block of them does every iteration while its slice of ``P`` stays in cache before the next block starts;
     the iterates are those of the one-block loop.  Sampled mode (``mode="sampled"``) replaces exact win
     rates by preference queries to a stochastic oracle (Bernoulli outcomes drawn from ``P`` by default) and
@@ -329,20 +323,17 @@ def solve(
         eta: step size (float or schedule ``t -> eta_t``) in SPEC.md's step-size form; required with a name.
         tau: KL strength ``tau >= 0`` (default 0 with a name).
         steps: iterations ``T``.
-        ref: reference policy ``mu`` (default: the game's).
         init: initial policy (probabilities; default ``mu``).
-        backend: ``"numpy"`` (float64) or ``"torch"`` (float64 on CPU by default; ``dtype``/``device`` to change).
-        p_dtype: dtype of ``P`` alone (default ``dtype``), exact mode: ``np.float32`` (``torch.float32``) runs
-            mixed precision, the products ``P pi`` in float32 (half the bytes read per step) and everything else
-            (log-policies, updates, averages, metrics) in ``dtype``; see :meth:`PreferenceGame.to`.  Pass a game
-            already stored that way (``game.to("numpy", p_dtype=np.float32)``) to skip the conversion.
-        record_every: record the history every this many steps (default ``max(1, steps // 200)``).
-        seed: seed of the sampled mode.
+        mode: ``"exact"`` or ``"sampled"``.
+        ref: reference policy ``mu`` (default: the game's).
         target: ``"auto"`` (the regularised equilibrium from cvxpy when ``tau >= 1e-6`` and the game is small;
             for the prox-point rules the one of their ``target_tau``: none for mpo/comal, ``pi*_beta`` for
             nash_prox), ``None``, or a policy to measure ``KL(target || pi_t)`` against.
         tol: stop early once the monitored exploitability (regularised when ``tau > 0``) is below ``tol``.
-        mode: ``"exact"`` or ``"sampled"``.
+        record_every: record the history every this many steps (default ``max(1, steps // 200)``).
+        seed: seed of the sampled mode.
+        backend: ``"numpy"`` (float64) or ``"torch"`` (float64 on CPU by default; ``dtype``/``device`` to change).
+        device: torch device.
         batch: sampled mode (see :mod:`nashalign.sampled`).
         inner_steps: sampled mode (see :mod:`nashalign.sampled`).
         optimizer: sampled mode (see :mod:`nashalign.sampled`).
@@ -351,17 +342,16 @@ def solve(
         estimator: sampled mode (see :mod:`nashalign.sampled`).
         throw: raise on non-finite iterates (default); ``False`` returns ``status="diverged"`` instead.
         progress: show a progress bar.
-        checkpoint: save the run to this ``.npz`` file every ``checkpoint_every`` steps and at the end; an
-            existing file is resumed from (the same settings must be passed).
-        checkpoint_every: steps between checkpoints (``None``: only at the end).
         state: continue from this algorithm state (e.g. ``previous_result.state``).
-        context_block: contexts per block in exact mode.  ``"auto"`` (default): with numpy, for the registered
-            algorithms, blocks of about :data:`BLOCK_BYTES` of ``P`` when ``P`` is larger than
-            :data:`BLOCK_MIN_BYTES` (so it no longer stays in cache between steps) and none of ``tol``,
-            checkpoints, ``progress``, ``state`` or sampled mode is set (they need the whole batch at every
-            record); ``None``: one block.  An int forces that block size (and raises with those options).
-            Blocked runs give the same iterates and history (means over all contexts; ``time`` sums the
-            blocks' times to each recorded step) and rerun as one block if an iterate turns NaN.
+        blocking: :class:`BlockOptions` (``context_block``; the keyword ``context_block=`` still works).  Blocked
+            runs give the same iterates and history (means over all contexts; ``time`` sums the blocks' times
+            to each recorded step), cannot honour ``tol``, checkpoints, ``progress``, ``state`` or sampled mode
+            (``"auto"`` then runs one block, an int raises) and rerun as one block if an iterate turns NaN.
+        precision: :class:`PrecisionOptions` (``dtype``, ``p_dtype``; the keywords ``dtype=``, ``p_dtype=``
+            still work).  ``p_dtype=np.float32`` (``torch.float32``) runs exact mode in mixed precision, the
+            products ``P pi`` in float32 and everything else in ``dtype``; see :meth:`PreferenceGame.to`.
+        checkpointing: :class:`CheckpointOptions` (``path``, ``every``; the keywords ``checkpoint=``,
+            ``checkpoint_every=`` still work).
         **algorithm_kwargs: further hyperparameters for a named algorithm (e.g. ``mixture=0.5``).
 
     Returns:
@@ -373,7 +363,49 @@ def solve(
     """
     if not isinstance(game, PreferenceGame):
         raise TypeError(f"game must be a PreferenceGame, got {type(game).__name__}; wrap a matrix with PreferenceGame(P).")
+    given = {"blocking": blocking, "precision": precision, "checkpointing": checkpointing}
+    opts = _options(given, algorithm_kwargs)
     alg = _build_algorithm(algorithm, eta, tau, algorithm_kwargs)
+    steps, record_every, ckpt_every, seed = _check_run_args(
+        steps, mode, tol, record_every, opts["checkpointing"].every, seed, oracle, backend, opts["precision"].p_dtype
+    )
+    g = game.to(backend, device=device, dtype=opts["precision"].dtype, p_dtype=opts["precision"].p_dtype)
+    if state is not None:
+        _check_state(state, g)
+    logmu = g.log_ref if ref is None else _xp.log(g.policy(ref, "ref"))
+    logp0 = logmu if init is None else _xp.log(g.policy(init, "init"))
+    tgt = _target_logp(g, target, float(getattr(alg, "target_tau", alg.tau)), logmu)  # prox rules: their own target
+    settings = {
+        "algorithm": alg.name or type(alg).__name__, "hyperparameters": alg.hyperparameters(), "steps": steps,
+        "num_contexts": g.num_contexts, "num_responses": g.num_responses, "backend": backend,
+        "device": str(device) if device is not None else None, "dtype": str(g.ref.dtype), "p_dtype": str(g.P.dtype),
+        "mode": mode, "seed": seed, "record_every": record_every,
+    }
+    ckpt = Path(opts["checkpointing"].path) if opts["checkpointing"].path is not None else None
+    block = _resolve_block(
+        opts["blocking"].context_block, alg, g.P, mode=mode, tol=tol, checkpoint=ckpt, state=state, progress=progress
+    )
+    settings["context_block"] = block
+    runner = None
+    if mode == "sampled":
+        from nashalign.sampled import SampledRunner
+
+        runner = SampledRunner(
+            g, alg, oracle=oracle, batch=batch, inner_steps=inner_steps, optimizer=optimizer, lr=lr,
+            estimator=estimator, seed=seed,
+        )
+        settings.update(batch=batch, inner_steps=inner_steps, optimizer=optimizer, lr=runner.lr, estimator=runner.estimator)
+    loop = _Loop(
+        alg, settings, record_every=record_every, runner=runner, progress=progress, ckpt=ckpt, ckpt_every=ckpt_every
+    )
+    return loop.solve(g, logp0, logmu, tgt, steps=steps, tol=tol, throw=throw, state=state, block=block)
+
+
+def _check_run_args(
+    steps: Any, mode: Any, tol: Any, record_every: Any, checkpoint_every: Any, seed: Any, oracle: Any, backend: Any,
+    p_dtype: Any,
+) -> tuple[int, int, int | None, int | None]:
+    """The scalar arguments of :func:`solve`, checked: ``(steps, record_every, checkpoint_every, seed)``."""
     steps = check_int(steps, "steps", 0, "steps is the number of iterations T.")
     if not isinstance(mode, str) or mode not in ("exact", "sampled"):
         raise ValueError(f"mode must be 'exact' or 'sampled', got {mode!r}.")
@@ -388,144 +420,242 @@ def solve(
         from nashalign.sampled import check_oracle_callable
 
         check_oracle_callable(oracle)
-
     if not isinstance(backend, str) or backend not in ("numpy", "torch"):
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}.")
     if p_dtype is not None and mode != "exact":
         raise ValueError("p_dtype (mixed precision) is for mode='exact'; the sampled mode keeps P in dtype.")
-    g = game.to(backend, device=device, dtype=dtype, p_dtype=p_dtype)  # numpy ignores device
-    if state is not None:
-        _check_state(state, g)
-    P = g.P
-    logmu = g.log_ref if ref is None else _xp.log(g.policy(ref, "ref"))
-    logp0 = logmu if init is None else _xp.log(g.policy(init, "init"))
-    tau_f = float(alg.tau)
-    tgt = _target_logp(g, target, float(getattr(alg, "target_tau", tau_f)), logmu)  # prox rules: their own target
+    return steps, record_every, checkpoint_every, seed
 
-    settings = {
-        "algorithm": alg.name or type(alg).__name__,
-        "hyperparameters": alg.hyperparameters(),
-        "steps": steps,
-        "num_contexts": g.num_contexts,
-        "num_responses": g.num_responses,
-        "backend": backend,
-        "device": str(device) if device is not None else None,
-        "dtype": str(g.ref.dtype),
-        "p_dtype": str(P.dtype),
-        "mode": mode,
-        "seed": seed,
-        "record_every": record_every,
-    }
-    block = _resolve_block(
-        context_block, alg, P, mode=mode, tol=tol, checkpoint=checkpoint, state=state, progress=progress
-    )
-    settings["context_block"] = block
-    if block is not None:
-        out = _solve_blocked(alg, P, logmu, logp0, tgt, steps, record_every, block)
-        if out is not None:
-            st, avg_sum, history = out
-            status, diverged_at, message = _blocked_status(history, alg, steps)
-            last = g.unbatch(_xp.exp(st.logp))
-            average = g.unbatch(avg_sum / st.t) if st.t > 0 else last
-            return SolveResult(last, average, history, settings, status, diverged_at, message, st)
-        settings["context_block"] = None  # an iterate turned NaN: the one-block loop reports it
-    if mode == "sampled":
-        from nashalign.sampled import SampledRunner
 
-        runner = SampledRunner(
-            g, alg, oracle=oracle, batch=batch, inner_steps=inner_steps, optimizer=optimizer, lr=lr,
-            estimator=estimator, seed=seed,
-        )
-        settings.update(batch=batch, inner_steps=inner_steps, optimizer=optimizer, lr=runner.lr, estimator=runner.estimator)
-    else:
-        runner = None
+class _Monitor:
+    """Decides the status of a run, in one place, from what the loop reports: the monitored exploitability
+    ``m`` of each record (regularised when ``tau > 0``), a NaN iterate, a sampled collapse.
 
-    history = History()
-    st = alg.init(logp0, logmu) if state is None else state
-    avg_sum = _xp.zeros_like(logp0)
-    base_t = st.t  # averaging and the step budget count from here
-    queries = 0
-    ckpt = Path(checkpoint) if checkpoint is not None else None
-    if ckpt is not None and ckpt.exists() and state is None:
-        st, avg_sum, history, queries = _load_checkpoint(ckpt, g.ref)
-        if runner is not None:
-            runner.queries = queries
-    t0 = time.perf_counter()
-    rec_time = 0.0
-    status, diverged_at, message = "ok", None, f"ran {steps} steps"
-    m0: float | None = None
-    collapsed: tuple[int, str] | None = None  # (step, why) of the first collapse of a sampled run
-    win_rates = _WinRates(P)
+    With ``tau > 0`` the run has ``"diverged"`` at the first record after the first whose ``m`` exceeds
+    ``max(2 m_0, m_0 + 1e-3)``; ``"converged"`` once ``m < tol`` (and no drift before); else
+    ``"collapsed"`` (sampled), :func:`_stall_check` or ``"ok"``.
+    """
 
-    def record(s: State) -> float:
-        nonlocal rec_time
-        r0 = time.perf_counter()
-        row: dict[str, float] = {"step": s.t, "queries": queries, "time": r0 - t0 - rec_time}
-        # P is read once per policy: the win rates serve both exploitabilities (and the next exact step).
-        vals = _metrics(P, win_rates, s, avg_sum, s.t - base_t, tgt, tau_f)
-        row.update({key: float(_xp.to_numpy(v).mean()) for key, v in vals.items()})
-        history.append(**row)
-        rec_time += time.perf_counter() - r0
-        return row["reg_expl_last"] if tau_f > 0 else row["expl_last"]
+    def __init__(self, alg: Algorithm, name: str, steps: int, tol: float | None, throw: bool) -> None:
+        self.alg, self.name, self.tol, self.throw, self.tau = alg, name, tol, throw, float(alg.tau)
+        self.message = f"ran {steps} steps"
+        self.m0: float | None = None
+        self.drift: tuple[int, float] | None = None
+        self.converged: tuple[int, float] | None = None
+        self.nan: tuple[int, str] | None = None
+        self.collapsed: tuple[int, str] | None = None  # (step, why) of the first collapse of a sampled run
 
-    if not history.rows:
-        m0 = record(st)
-    else:
-        m0 = history.rows[0]["reg_expl_last" if tau_f > 0 else "expl_last"]
+    def monitored(self, row: dict[str, float]) -> float:
+        return row["reg_expl_last"] if self.tau > 0 else row["expl_last"]
 
-    bar = None
-    if progress:
+    def on_record(self, m: float, t: int) -> bool:
+        """Takes the record ``m`` at step ``t``; True when the run should stop (``tol`` reached)."""
+        if self.m0 is None:
+            self.m0 = m
+            return False
+        if self.tau > 0 and self.drift is None and m > max(2.0 * self.m0, self.m0 + 1e-3):
+            self.drift = (t, m)
+        if self.tol is not None and m < self.tol and self.drift is None:
+            self.converged = (t, m)
+            return True
+        return False
+
+    def on_nan(self, st: State) -> None:
+        bad = np.argwhere(np.isnan(_xp.to_numpy(st.logp)))[0].tolist()
+        msg = f"{self.name} produced NaN at step {st.t} (context {bad[0]}); reduce eta (now {self.alg.eta}) or check the game."
+        if self.throw:
+            raise ValueError(msg)
+        self.nan = (st.t, msg)
+
+    def status(self, history: History, runner: Any) -> tuple[str, int | None, str]:
+        if self.nan is not None:
+            return "diverged", self.nan[0], self.nan[1]
+        if self.drift is not None:
+            t, m = self.drift
+            return "diverged", t, _drift_message(m, t, float(self.m0), self.alg.eta, self.tau)
+        if self.converged is not None:
+            t, m = self.converged
+            return "converged", None, f"monitored exploitability {m:.3g} < tol {self.tol:g} at step {t}"
+        if self.collapsed is not None:
+            still = "and was still collapsed at the end" if runner.silent_iterations >= COLLAPSE_PATIENCE else "(it recovered later)"
+            return "collapsed", self.collapsed[0], f"{self.collapsed[1]} The run went on {still}."
+        if self.tau > 0:
+            status, message = _stall_check(history, self.message)
+            return status, None, message
+        return "ok", None, self.message
+
+
+class _Recorder:
+    """The history rows.  One block: each row holds the means over the contexts.  Several blocks: row ``k`` of
+    every block is the same step, so the per-context values are summed over the blocks and :meth:`merge` divides
+    by ``C`` (means over all contexts, up to summation order); ``time`` sums the blocks' times to that step."""
+
+    def __init__(self, num_contexts: int, blocked: bool) -> None:
+        self.history, self.C, self.blocked, self.sums = History(), num_contexts, blocked, []
+
+    def add(self, k: int, step: int, queries: int, elapsed: float, vals: dict[str, Any]) -> dict[str, float]:
+        if not self.blocked:
+            row: dict[str, float] = {"step": step, "queries": queries, "time": elapsed}
+            row.update({key: float(_xp.to_numpy(v).mean()) for key, v in vals.items()})
+            self.history.append(**row)
+            return row
+        if k == len(self.sums):
+            self.sums.append({"step": step, "queries": 0, "time": 0.0})
+        row = self.sums[k]
+        row["time"] += elapsed
+        for key, v in vals.items():
+            row[key] = row.get(key, 0.0) + float(_xp.to_numpy(v).sum())
+        return row
+
+    def merge(self) -> History:
+        for row in self.sums:
+            self.history.append(**{key: v / self.C if key not in ("step", "queries", "time") else v for key, v in row.items()})
+        return self.history
+
+
+class _Loop:
+    """The one loop of :func:`solve`: each block of contexts (a single block is the unblocked run) goes from its
+    start to the last step with the hooks of every iteration (progress, collapse check), of every record
+    (NaN check, history row, stop) and of every ``checkpoint_every`` steps; :class:`_Monitor` decides the status."""
+
+    def __init__(
+        self, alg: Algorithm, settings: dict[str, Any], *, record_every: int, runner: Any, progress: bool,
+        ckpt: Path | None, ckpt_every: int | None,
+    ) -> None:
+        self.alg, self.settings, self.record_every, self.runner = alg, settings, record_every, runner
+        self.progress, self.ckpt, self.ckpt_every, self.tau = progress, ckpt, ckpt_every, float(alg.tau)
+        self.queries = 0
+
+    def solve(
+        self, g: PreferenceGame, logp0: Any, logmu: Any, tgt: Any, *, steps: int, tol: float | None, throw: bool,
+        state: State | None, block: int | None,
+    ) -> SolveResult:
+        self.monitor = _Monitor(self.alg, self.settings["algorithm"], steps, tol, throw)
+        out = self._blocks(g, logp0, logmu, tgt, steps, block) if block is not None else None
+        if out is None:  # one block, or an iterate turned NaN in a block: the one-block loop reports it
+            self.settings["context_block"] = None
+            self.monitor = _Monitor(self.alg, self.settings["algorithm"], steps, tol, throw)
+            out = self._one_block(g, logp0, logmu, tgt, steps, state)
+        st, avg_sum, base_t, history = out
+        status, diverged_at, message = self.monitor.status(history, self.runner)
+        if self.ckpt is not None:
+            _save_checkpoint(self.ckpt, st, avg_sum, history, self.queries)
+        last = g.unbatch(_xp.exp(st.logp))
+        average = g.unbatch(avg_sum / (st.t - base_t)) if st.t > base_t else last
+        return SolveResult(last, average, history, self.settings, status, diverged_at, message, st)
+
+    def _one_block(
+        self, g: PreferenceGame, logp0: Any, logmu: Any, tgt: Any, steps: int, state: State | None
+    ) -> tuple[State, Any, int, History]:
+        self.rec = _Recorder(g.num_contexts, blocked=False)
+        st = self.alg.init(logp0, logmu) if state is None else state
+        avg_sum = _xp.zeros_like(logp0)
+        base_t = st.t  # averaging and the step budget count from here
+        if self.ckpt is not None and self.ckpt.exists() and state is None:
+            st, avg_sum, self.rec.history, self.queries = _load_checkpoint(self.ckpt, g.ref)
+            if self.runner is not None:
+                self.runner.queries = self.queries
+        if self.rec.history.rows:
+            self.monitor.on_record(self.monitor.monitored(self.rec.history.rows[0]), 0)
+        out = self._run_block(g.P, tgt, st, avg_sum, base_t, base_t + steps, fresh=not self.rec.history.rows)
+        assert out is not None  # only a blocked run gives up on NaN
+        return out[0], out[1], base_t, self.rec.history
+
+    def _blocks(
+        self, g: PreferenceGame, logp0: Any, logmu: Any, tgt: Any, steps: int, block: int
+    ) -> tuple[State, Any, int, History] | None:
+        """Contexts ``[c0, c0 + block)`` do all ``steps`` iterations while their slice of ``P`` (the only large
+        array) stays in cache, then the next block starts.  Contexts are independent games and every registered
+        step acts on each context separately, so the iterates equal the one-block loop's.  None on a NaN."""
+        C = g.num_contexts
+        self.rec = _Recorder(C, blocked=True)
+        states, avgs = [], []
+        for c0 in range(0, C, block):
+            sl = slice(c0, min(c0 + block, C))
+            st = self.alg.init(logp0[sl], logmu[sl])
+            out = self._run_block(g.P[sl], None if tgt is None else tgt[sl], st, _xp.zeros_like(st.logp), 0, steps, fresh=True)
+            if out is None:
+                return None
+            states.append(out[0])
+            avgs.append(out[1])
+        history = self.rec.merge()
+        for row in history.rows:
+            self.monitor.on_record(self.monitor.monitored(row), int(row["step"]))
+        return _concat_states(states), _xp.concat(avgs), 0, history
+
+    def _run_block(
+        self, P: Any, tgt: Any, st: State, avg_sum: Any, base_t: int, end_t: int, *, fresh: bool
+    ) -> tuple[State, Any] | None:
+        """Iterations ``st.t -> end_t`` on one block of contexts; None when a blocked run meets a NaN."""
+        blocked = self.rec.blocked
+        win_rates = _WinRates(P)
+        self.t0, self.rec_time, k = time.perf_counter(), 0.0, 0
+        if fresh:
+            if blocked and not _xp.no_nan(st.logp):
+                return None
+            self._record(0, P, win_rates, st, avg_sum, st.t - base_t, tgt)
+            k = 1
+        bar = self._bar(st.t - base_t) if self.progress else None
+        while st.t < end_t:
+            st = self._iterate(st, win_rates)
+            avg_sum = avg_sum + _xp.exp(st.logp)
+            if bar is not None:
+                bar.update(1)
+            if self.runner is not None and self.monitor.collapsed is None:
+                self.monitor.collapsed = _collapse_message(self.runner, win_rates, st, self.alg)
+            if st.t % self.record_every == 0 or st.t >= end_t:
+                if not _xp.no_nan(st.logp):
+                    if blocked:
+                        return None
+                    self.monitor.on_nan(st)
+                    break
+                if self._record(k, P, win_rates, st, avg_sum, st.t - base_t, tgt, bar):
+                    break
+                k += 1
+            if self.ckpt is not None and self.ckpt_every and st.t % int(self.ckpt_every) == 0:
+                _save_checkpoint(self.ckpt, st, avg_sum, self.rec.history, self.queries)
+        if bar is not None:
+            bar.close()
+        return st, avg_sum
+
+    def _iterate(self, st: State, win_rates: _WinRates) -> State:
+        if self.runner is None:
+            return _exact_iteration(self.alg, st, win_rates)
+        st = self.runner.iterate(st)
+        self.queries = self.runner.queries
+        return st
+
+    def _bar(self, initial: int) -> Any:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=st.t - base_t, desc=settings["algorithm"])
-    end_t = base_t + steps
-    while st.t < end_t:
-        if runner is None:
-            st = _exact_iteration(alg, st, win_rates)
-        else:
-            st = runner.iterate(st)
-            queries = runner.queries
-        avg_sum = avg_sum + _xp.exp(st.logp)
-        if bar is not None:
-            bar.update(1)
-        last_step = st.t >= end_t
-        if runner is not None and collapsed is None:
-            collapsed = _collapse_message(runner, win_rates, st, alg)
-        if st.t % record_every == 0 or last_step:
-            if not _xp.no_nan(st.logp):
-                bad = np.argwhere(np.isnan(_xp.to_numpy(st.logp)))[0].tolist()
-                msg = (
-                    f"{settings['algorithm']} produced NaN at step {st.t} (context {bad[0]}); "
-                    f"reduce eta (now {alg.eta}) or check the game."
-                )
-                if throw:
-                    raise ValueError(msg)
-                status, diverged_at, message = "diverged", st.t, msg
-                break
-            m = record(st)
-            if bar is not None:
-                bar.set_postfix(expl=f"{m:.3g}")
-            if tau_f > 0 and diverged_at is None and m > max(2.0 * m0, m0 + 1e-3):
-                status, diverged_at = "diverged", st.t
-                message = _drift_message(m, st.t, m0, alg.eta, tau_f)
-            if tol is not None and m < tol and status == "ok":
-                status, message = "converged", f"monitored exploitability {m:.3g} < tol {tol:g} at step {st.t}"
-                break
-        if ckpt is not None and checkpoint_every and st.t % int(checkpoint_every) == 0:
-            _save_checkpoint(ckpt, st, avg_sum, history, queries)
-    if bar is not None:
-        bar.close()
-    if status == "ok" and collapsed is not None:
-        still = "and was still collapsed at the end" if runner.silent_iterations >= COLLAPSE_PATIENCE else "(it recovered later)"
-        status, diverged_at, message = "collapsed", collapsed[0], f"{collapsed[1]} The run went on {still}."
-    if status == "ok" and tau_f > 0:
-        status, message = _stall_check(history, message)
-    if ckpt is not None:
-        _save_checkpoint(ckpt, st, avg_sum, history, queries)
-    last = g.unbatch(_xp.exp(st.logp))
-    average = g.unbatch(avg_sum / (st.t - base_t)) if st.t > base_t else last
-    return SolveResult(last, average, history, settings, status, diverged_at, message, st)
+        return tqdm(total=int(self.settings["steps"]), initial=initial, desc=self.settings["algorithm"])
 
+    def _record(
+        self, k: int, P: Any, win_rates: _WinRates, st: State, avg_sum: Any, n_done: int, tgt: Any, bar: Any = None
+    ) -> bool:
+        """Appends the record of ``st`` (row ``k`` of this block); True when the run should stop.  ``P pi_t`` is
+        read once: the win rates serve both exploitabilities and the next exact step."""
+        r0 = time.perf_counter()
+        vals = _metrics(P, win_rates, st, avg_sum, n_done, tgt, self.tau)
+        row = self.rec.add(k, st.t, self.queries, r0 - self.t0 - self.rec_time, vals)
+        self.rec_time += time.perf_counter() - r0
+        if self.rec.blocked:
+            return False
+        m = self.monitor.monitored(row)
+        if bar is not None:
+            bar.set_postfix(expl=f"{m:.3g}")
+        return self.monitor.on_record(m, st.t)
+
+
+def _concat_states(states: list[State]) -> State:
+    """One state of all contexts from the blocks' states (memory arrays with a context axis concatenated)."""
+    first = states[0]
+    memory = {
+        key: _xp.concat([s.memory[key] for s in states])
+        if getattr(val, "ndim", 0) >= 1 and val.shape[0] == first.logp.shape[0] else val
+        for key, val in first.memory.items()
+    }
+    return State(first.t, _xp.concat([s.logp for s in states]), _xp.concat([s.logmu for s in states]), memory)
 
 def _collapse_message(runner: Any, win_rates: _WinRates, st: State, alg: Algorithm) -> tuple[int, str] | None:
     """``(step, why)`` when the sampled run has collapsed, else None: for :data:`COLLAPSE_PATIENCE` iterations in a

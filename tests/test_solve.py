@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+import nashalign as na
 from nashalign import SolveResult, games, solve
 from nashalign.algorithms import MWU, get_algorithm
 from nashalign.result import COLUMNS
@@ -245,3 +246,25 @@ def test_float32_P_mixed_precision_reaches_the_float64_equilibrium():
         solve(g, "egpo", eta=2.0, tau=0.1, steps=3, p_dtype=np.float32, mode="sampled")
     with pytest.raises(ValueError, match="floating dtypes"):
         solve(g, "egpo", eta=2.0, tau=0.1, steps=3, p_dtype=np.int32)
+
+
+def test_option_objects_match_the_old_keywords(tmp_path):
+    """``blocking=``/``precision=``/``checkpointing=`` run exactly what ``context_block=``/``p_dtype=``/
+    ``checkpoint=`` run; giving one setting both ways, or a wrong option type, raises naming it."""
+    g = games.random_game(4, num_contexts=6, seed=2)
+    kw = dict(eta=0.5, tau=0.1, steps=30, target=None)
+    old = solve(g, "omwu", context_block=2, p_dtype=np.float32, **kw)
+    new = solve(g, "omwu", blocking=na.BlockOptions(2), precision=na.PrecisionOptions(p_dtype=np.float32), **kw)
+    assert np.array_equal(old.last, new.last) and np.array_equal(old.average, new.average)
+    assert np.array_equal(old.history["expl_last"], new.history["expl_last"])
+    assert new.settings["context_block"] == 2 and new.settings["p_dtype"] == "float32"
+    a = solve(g, "egpo", checkpoint=tmp_path / "a.npz", checkpoint_every=10, **kw)
+    b = solve(g, "egpo", checkpointing=na.CheckpointOptions(tmp_path / "b.npz", every=10), **kw)
+    assert np.array_equal(a.last, b.last)
+    assert np.array_equal(np.load(tmp_path / "a.npz")["logp"], np.load(tmp_path / "b.npz")["logp"])
+    with pytest.raises(ValueError, match="context_block= and blocking= were both given"):
+        solve(g, "egpo", context_block=2, blocking=na.BlockOptions(None), **kw)
+    with pytest.raises(TypeError, match="precision must be a nashalign.PrecisionOptions"):
+        solve(g, "egpo", precision=np.float32, **kw)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        solve(g, "egpo", checkpointing=na.CheckpointOptions(tmp_path / "c.npz", every=-1), **kw)
