@@ -23,6 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from nashalign.algorithms.registry import register_sweep_resolver
+
+register_sweep_resolver()  # ${nashalign_algorithms:} (lm_benchmark's sweep), resolved before main runs
 log = logging.getLogger("nashalign.llm.train")
 
 

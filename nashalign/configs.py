@@ -39,6 +39,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from nashalign import reporting
+from nashalign.algorithms.registry import register_sweep_resolver
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def register_configs() -> None:
 
 
 register_configs()
+register_sweep_resolver()  # ${nashalign_algorithms:} in conf/tabular/experiment/demo.yaml
 
 
 def run_settings(node: Any) -> RunConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cases  # tests/algorithms/cases.py (tests/conftest.py puts tests/algorithms on sys.path)
 import numpy as np
 import pytest
 
@@ -10,28 +11,8 @@ from nashalign import games
 from nashalign.algorithms import ALGORITHMS
 from nashalign.sampled import SampledRunner
 
-SETTINGS = {  # (eta, tau) that converge in the exact mode
-    "mwu": (0.3, 0.0),
-    "sppo": (0.3, 0.0),
-    "spo": (0.3, 0.0),
-    "dno": (0.3, 0.0),
-    "omd": (0.5, 0.1),
-    "inpo": (0.5, 0.1),
-    "nash_md": (0.5, 0.1),
-    "egpo": (0.5, 0.1),
-    "omwu": (0.3, 0.1),
-    "nash_ema": (0.5, 0.1),  # with beta = 0.5 below
-    "online_ipo": (0.05, 0.1),
-    "mpo": (0.5, 0.1),
-    "comal": (0.5, 0.1),
-    "nash_prox": (0.05, 0.5),  # with beta = 0.1 below
-    "onpo": (0.3, 0.1),
-    "apo": (0.3, 0.0),
-    "mnpo": (0.5, 0.1),
-    "rspo": (0.5, 0.1),
-    "xpo": (0.1, 1.0),  # tau = beta; XPO's argmin is the regularised best response, a contraction for tau = 1
-}
-EXTRA = {"nash_ema": {"beta": 0.5}, "nash_prox": {"beta": 0.1}, "mpo": {"every": 20}, "comal": {"every": 10}}
+SETTINGS = {name: c.sampled for name, c in cases.CASES.items()}  # (eta, tau) that converge in the exact mode
+EXTRA = {name: c.sampled_extra for name, c in cases.CASES.items()}  # hyperparameters beyond (eta, tau)
 
 
 def population_game() -> na.PreferenceGame:

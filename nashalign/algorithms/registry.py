@@ -37,3 +37,27 @@ def get_algorithm(name: str, **hyperparameters: Any) -> Any:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; known algorithms: {', '.join(sorted(ALGORITHMS))}.")
     return ALGORITHMS[name](**hyperparameters)
+
+
+#: The OmegaConf resolver name: ``${nashalign_algorithms:}`` is every registered algorithm, sorted, comma-separated.
+SWEEP_RESOLVER = "nashalign_algorithms"
+
+
+def algorithm_sweep() -> str:
+    """``",".join(sorted(ALGORITHMS))``: the value of ``${nashalign_algorithms:}`` in a Hydra sweep.
+
+    Examples:
+        >>> from nashalign.algorithms.registry import algorithm_sweep
+        >>> algorithm_sweep().split(",")[:3]
+        ['apo', 'comal', 'dno']
+    """
+    return ",".join(sorted(ALGORITHMS))
+
+
+def register_sweep_resolver() -> None:
+    """Register ``${nashalign_algorithms:}`` with OmegaConf, so that a preset sweeps every registered algorithm
+    (``hydra.sweeper.params.algorithm: ${nashalign_algorithms:}``) without listing them.  Idempotent; the
+    Hydra apps call it before Hydra builds the sweeper."""
+    from omegaconf import OmegaConf  # imported here: `import nashalign` stays free of omegaconf
+
+    OmegaConf.register_new_resolver(SWEEP_RESOLVER, algorithm_sweep, replace=True)

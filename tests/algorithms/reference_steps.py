@@ -154,14 +154,20 @@ def initial_memory(name: str, logp: list[float]) -> dict:
 
 
 def run(name: str, hp: dict, P, logp0, logmu, steps: int) -> list[list[float]]:
-    """``steps`` iterations on every context of ``P`` (``C x n x n`` nested lists), context by context."""
+    """``steps`` iterations of the built-in rule ``name`` on every context of ``P`` (``C x n x n`` nested lists)."""
+    return run_with(lambda *a: step_one_context(name, *a), lambda lp: initial_memory(name, lp), hp, P, logp0, logmu,
+                    steps)
+
+
+def run_with(step, init_memory, hp: dict, P, logp0, logmu, steps: int) -> list[list[float]]:
+    """``steps`` iterations of the one-context ``step(hp, P, logp, logmu, memory)`` on every context, one by one."""
     out = []
     for c in range(len(P)):
         lp = [float(v) for v in logp0[c]]
         lm = [float(v) for v in logmu[c]]
         Pc = [[float(v) for v in row] for row in P[c]]
-        mem = initial_memory(name, lp)
+        mem = init_memory(lp)
         for _ in range(steps):
-            lp, mem = step_one_context(name, hp, Pc, lp, lm, mem)
+            lp, mem = step(hp, Pc, lp, lm, mem)
         out.append(lp)
     return out

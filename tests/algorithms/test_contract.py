@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 
+import cases
 import numpy as np
 import pytest
 import reference_steps
@@ -24,46 +25,21 @@ from nashalign.algorithms import ALGORITHMS, LossInputs, State, _losses, get_alg
 from nashalign.equilibrium import solve_regularized_nash
 from nashalign.solve import exact_signal
 
-#: Hyperparameters per algorithm: tau = 0 for the unregularised rules, tau > 0 otherwise.
-SETTINGS = {
-    "mwu": {"eta": 0.3, "tau": 0.0},
-    "sppo": {"eta": 0.3, "tau": 0.0},
-    "spo": {"eta": 0.3, "tau": 0.0},
-    "dno": {"eta": 0.3, "tau": 0.0},
-    "omd": {"eta": 0.5, "tau": 0.1},
-    "inpo": {"eta": 0.5, "tau": 0.1},
-    "nash_md": {"eta": 0.5, "tau": 0.1},
-    "egpo": {"eta": 0.5, "tau": 0.1},
-    "omwu": {"eta": 0.5, "tau": 0.1},
-    "nash_ema": {"eta": 0.5, "tau": 0.1, "beta": 0.3},
-    "online_ipo": {"eta": 0.05, "tau": 0.1},
-    "mpo": {"eta": 0.5, "tau": 0.1, "every": 3},
-    "comal": {"eta": 0.5, "tau": 0.1, "every": 3},
-    "nash_prox": {"eta": 0.05, "tau": 0.5, "beta": 0.1, "every": 3},
-    "onpo": {"eta": 0.5, "tau": 0.1},
-    "apo": {"eta": 0.3, "tau": 0.0, "alpha": 0.5},
-    "mnpo": {"eta": 0.5, "tau": 0.1, "lam": 0.5},
-    "rspo": {"eta": 0.5, "tau": 0.1, "tau_forward": 0.05},
-    "xpo": {"eta": 0.1, "tau": 0.5, "alpha": 1e-3},
-}
-#: Extra variants that exercise other branches (free mixture, unregularised extragradient/optimism).
-VARIANTS = {
-    "nash_md_mixture": ("nash_md", {"eta": 0.5, "tau": 0.1, "mixture": 0.5}),
-    "egpo_tau0": ("egpo", {"eta": 0.3, "tau": 0.0}),
-    "omwu_tau0": ("omwu", {"eta": 0.3, "tau": 0.0}),
-    "onpo_tau0": ("onpo", {"eta": 0.3, "tau": 0.0}),
-    "nash_prox_beta0": ("nash_prox", {"eta": 0.05, "tau": 0.5, "beta": 0.0, "every": 3}),
-    "comal_inpo": ("comal", {"eta": 0.5, "tau": 0.1, "every": 3, "inner": "inpo"}),
-    "xpo_alpha0": ("xpo", {"eta": 0.1, "tau": 0.5, "alpha": 0.0}),
-    "rspo_reverse_only": ("rspo", {"eta": 0.5, "tau": 0.1, "tau_forward": 0.0}),
-}
-CASES = {**{k: (k, v) for k, v in SETTINGS.items()}, **VARIANTS}
+#: Every contract case, ``{case id: (algorithm, hyperparameters)}``: one per algorithm (tau = 0 for the
+#: unregularised rules) plus the variants that exercise other branches; all from ``cases.py``.
+CASES = {cid: (name, hp) for cid, (name, hp, _) in cases.contract_cases().items()}
+SETTINGS = {name: c.contract for name, c in cases.CASES.items()}
+
+
+def _with_fixed_point(*kinds: str) -> list[str]:
+    return sorted(cid for cid, (_, _, fp) in cases.contract_cases().items() if fp in kinds)
+
+
 #: Rules whose fixed point is exactly pi*_tau (SPEC.md 1(d)).
-PI_STAR_RULES = ["omd", "inpo", "egpo", "omwu", "nash_ema", "online_ipo", "onpo", "mnpo", "xpo", "xpo_alpha0",
-                 "rspo_reverse_only"]
-UNREGULARISED = ["mwu", "sppo", "spo", "dno", "egpo_tau0", "omwu_tau0", "onpo_tau0", "apo"]
+PI_STAR_RULES = _with_fixed_point("pi_star")
+UNREGULARISED = _with_fixed_point("ne")
 #: Prox-point rules whose centres converge to the unregularised NE (the uniform NE of RPS is their fixed point).
-PROX_TO_NE = ["mpo", "comal", "nash_prox_beta0", "comal_inpo"]
+PROX_TO_NE = _with_fixed_point("prox_ne")
 
 # rock-paper-scissors of SPEC.md section 0 (eps = 1), start and reference of SPEC.md 12(a)/(b)
 RPS_P = 0.5 + 0.5 * np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
@@ -203,7 +179,12 @@ def _omd(p, eta, tau, opp):  # pi^{1-eta tau} mu^{eta tau} exp(eta P opp), norma
 
 
 def _closed_form(case: str) -> tuple[int, np.ndarray]:
-    """(iterations, expected pi) on RPS from PI0 with reference MU; SPEC.md 2, 3.1, 4, 5.1, 13 by hand."""
+    """(iterations, expected pi) on RPS from PI0 with reference MU; SPEC.md 2, 3.1, 4, 5.1, 13 by hand.
+
+    A case registered in ``cases.py`` with its own ``closed_form`` uses that one."""
+    for c in cases.CASES.values():
+        if case in c.closed_form:
+            return c.closed_form[case]()
     p = PI0
     if case in ("mwu", "sppo", "spo", "dno"):  # eta = 0.3
         return 1, _nrm(p * np.exp(0.3 * RPS_P @ p))
@@ -298,7 +279,23 @@ def test_xpo_step_solves_its_stationarity_condition_on_rps():
     assert np.abs(pi - _nrm(MU * np.exp(RPS_P @ PI0 / 0.5))).max() > 1e-6  # the bonus moved it
 
 
-@pytest.mark.parametrize("case", sorted(set(CASES) - set(NO_CLOSED_FORM)))
+def _has_closed_form(case: str) -> bool:
+    try:
+        _closed_form(case)
+    except KeyError:
+        return False
+    return True
+
+
+def test_every_built_in_case_but_xpo_has_a_hand_written_closed_form():
+    """A new algorithm may bring a ``closed_form`` in ``cases.py``; the built-in rules all have one, but XPO."""
+    built_in = {cid for cid, (name, _) in CASES.items()
+                if getattr(cases.CASES[name].reference, "func", None) is reference_steps.step_one_context}
+    assert len(built_in) >= 27
+    assert {c for c in built_in if not _has_closed_form(c)} == set(NO_CLOSED_FORM)
+
+
+@pytest.mark.parametrize("case", sorted(c for c in CASES if c not in NO_CLOSED_FORM and _has_closed_form(c)))
 def test_rps_step_equals_closed_form_written_by_hand(case):
     alg = build(case)
     steps, expected = _closed_form(case)
@@ -315,7 +312,9 @@ def test_batched_step_equals_naive_reference_loops(case):
     logp0 = random_start(3, 5, seed=11)
     logp0 -= logsumexp(logp0, axis=-1, keepdims=True)
     got = iterate(alg, g.P, alg.init(logp0, g.log_ref), 4)
-    ref = reference_steps.run(name, hp, g.P.tolist(), logp0.tolist(), g.log_ref.tolist(), 4)
+    case_ = cases.CASES[name]
+    ref = reference_steps.run_with(case_.reference, case_.reference_memory, hp, g.P.tolist(), logp0.tolist(),
+                                   g.log_ref.tolist(), 4)
     np.testing.assert_allclose(got.logp, np.array(ref), atol=1e-12, rtol=0)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 
+import cases
 import numpy as np
 import pytest
 import torch
@@ -22,32 +23,9 @@ from nashalign.policies import SoftmaxTable, exact_loss_inputs
 from nashalign.sampled import SampledRunner
 from nashalign.solve import exact_signal
 
-# hyperparameters per algorithm: (eta, tau) pairs to test; unregularised rules get tau = 0
-SETTINGS = {
-    "mwu": [(0.3, 0.0), (1.5, 0.0)],
-    "sppo": [(0.3, 0.0), (1.5, 0.0)],
-    "spo": [(0.3, 0.0), (1.5, 0.0)],
-    "dno": [(0.3, 0.0), (1.5, 0.0)],
-    "omd": [(0.5, 0.1), (2.0, 0.4)],
-    "inpo": [(0.5, 0.1), (2.0, 0.4)],
-    "nash_md": [(0.5, 0.1), (2.0, 0.4)],
-    "egpo": [(0.5, 0.1), (2.0, 0.4), (1.0, 0.0)],
-    "omwu": [(0.5, 0.1), (1.0, 0.0)],
-    "nash_ema": [(0.5, 0.1), (2.0, 0.4)],
-    "online_ipo": [(0.02, 0.1), (0.05, 0.4)],
-    "mpo": [(0.5, 0.1), (2.0, 0.4)],
-    "comal": [(0.5, 0.1), (2.0, 0.4)],
-    "nash_prox": [(0.02, 0.1), (0.05, 0.4)],
-    "onpo": [(0.5, 0.1), (1.0, 0.0)],
-    "apo": [(0.3, 0.0), (1.5, 0.0)],
-    "mnpo": [(0.5, 0.1), (2.0, 0.4)],
-    "rspo": [(0.5, 0.1), (2.0, 0.4), (0.5, 0.0)],
-    "xpo": [(0.1, 0.5), (0.1, 2.0)],
-}
-
-
-#: hyperparameters beyond (eta, tau): momentum, history weight, forward KL, exploration bonus
-EXTRA = {"apo": {"alpha": 0.5}, "mnpo": {"lam": 0.4}, "rspo": {"tau_forward": 0.2}, "xpo": {"alpha": 0.02}}
+# hyperparameters per algorithm (cases.py): the (eta, tau) pairs to test, and those beyond (eta, tau)
+SETTINGS = {name: c.exact for name, c in cases.CASES.items()}
+EXTRA = {name: c.exact_extra for name, c in cases.CASES.items()}
 
 
 def random_game(seed: int, C: int = 2, n: int = 5) -> PreferenceGame:

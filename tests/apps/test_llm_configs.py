@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nashalign.algorithms import ALGORITHMS, Algorithm
+from nashalign.algorithms.registry import register_sweep_resolver
 from nashalign.llm.trainer import TrainerConfig
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "llm"  # the app's config dir (conf/README.md)
@@ -94,9 +95,14 @@ def test_experiment_presets_compose(name):
 
 
 def test_benchmark_sweeps_every_registered_algorithm():
-    text = (CONF / "experiment" / "lm_benchmark.yaml").read_text()
-    sweep = yaml.safe_load(text)["hydra"]["sweeper"]["params"]["algorithm"]
+    register_sweep_resolver()  # what llm/train.py does on import, before Hydra builds the sweeper
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="llm", overrides=["+experiment=lm_benchmark"], return_hydra_config=True)
+    sweep = cfg.hydra.sweeper.params.algorithm  # resolved here: ${nashalign_algorithms:}
     assert set(sweep.split(",")) == set(ALGORITHMS)
+    assert sweep.split(",") == sorted(ALGORITHMS)
+    text = (CONF / "experiment" / "lm_benchmark.yaml").read_text()  # no name is listed by hand
+    assert yaml.safe_load(text)["hydra"]["sweeper"]["params"]["algorithm"] == "${nashalign_algorithms:}"
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,7 @@ def test_demo_preset_is_the_full_multirun_grid():
     assert cfg.hydra.mode == RunMode.MULTIRUN
     params = cfg.hydra.sweeper.params
     assert set(params.algorithm.split(",")) == set(ALGORITHMS)
+    assert params.algorithm.split(",") == sorted(ALGORITHMS)  # ${nashalign_algorithms:}: nothing listed by hand
     assert set(params.game.split(",")) == DEMO_GAMES
     assert cfg.hydra.callbacks.summary._target_ == "nashalign.configs.SweepSummary"
     assert cfg.run.steps * len(ALGORITHMS) * 3 <= 100_000  # about a minute on 2 cores
