@@ -36,6 +36,7 @@ __all__ = [
     "METRICS",
     "Curve",
     "format_number",
+    "history_curves",
     "load_runs",
     "markdown_table",
     "equilibria_rows",
@@ -383,6 +384,26 @@ def metric_name(key: str) -> str:
     return key.replace("_", " ")
 
 
+def history_curves(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str], *, x: str = "iteration"
+) -> list[Curve]:
+    """The curves :func:`plot_metric_histories` draws: one per run and metric (panel), labelled by the run.
+
+    Runs whose curves are identical on every metric share one curve labelled ``"omd = inpo"``.
+    """
+    merged: dict[tuple, list[str]] = {}
+    for label, rows in runs.items():
+        key = tuple(tuple((r[x], r[k]) for r in rows if r.get(k) is not None and x in r) for k in keys)
+        merged.setdefault(key, []).append(label)
+    curves = []
+    for color, (series, labels) in zip(_colors(len(merged)), merged.items()):
+        for k, pts in zip(keys, series):
+            if pts:
+                xs, ys = zip(*pts)
+                curves.append(Curve(" = ".join(labels), xs, ys, color=color, linewidth=2.0, panel=metric_name(k)))
+    return curves
+
+
 def plot_metric_histories(
     runs: Mapping[str, Sequence[Mapping[str, Any]]],
     path: str | Path,
@@ -408,16 +429,7 @@ def plot_metric_histories(
     keys = [k for k in keys if any(k in r for rows in runs.values() for r in rows)]
     if not keys:
         return None
-    merged: dict[tuple, list[str]] = {}  # runs with identical curves share one line, "omd = inpo"
-    for label, rows in runs.items():
-        key = tuple(tuple((r[x], r[k]) for r in rows if r.get(k) is not None and x in r) for k in keys)
-        merged.setdefault(key, []).append(label)
-    curves = []
-    for color, (series, labels) in zip(_colors(len(merged)), merged.items()):
-        for k, pts in zip(keys, series):
-            if pts:
-                xs, ys = zip(*pts)
-                curves.append(Curve(" = ".join(labels), xs, ys, color=color, linewidth=2.0, panel=metric_name(k)))
+    curves = history_curves(runs, keys, x=x)
     if title is None:
         title = " and ".join(metric_name(k).split("  ")[0] for k in keys) + f" during training ({len(runs)} runs)"
     return plot_curves(curves, path, xlabel=metric_name(x), ylabel="", logy=True, title=title)
