@@ -65,6 +65,9 @@ def main(cfg: DictConfig) -> dict:
 
     (out_dir / "config.yaml").parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, out_dir / "config.yaml")
+    if task is not None:  # the exact target the run is measured against, for the sweep's summary.md
+        targets = {"kind": "regularized Nash pi*_tau", "tau": evaluator.tau, "target": evaluator.target.tolist()}
+        (out_dir / "targets.json").write_text(json.dumps(targets), encoding="utf-8")
     trainer = NashTrainer(policy, algorithm, oracle, prompts, config, evaluate=evaluate)
     history = trainer.train()
 

@@ -1,17 +1,16 @@
-"""Hydra side of the apps: structured-config schemas, the equilibrium cache and the sweep-summary callback.
+"""Hydra side of the apps: structured-config schemas and the names the apps' configs and callbacks use.
 
 * :class:`RunConfig` is the schema of the ``run`` group (``conf/run/*.yaml`` extend ``base_run``), so a
   typo (``run.stepz=5``) or a wrong type (``run.steps=abc``) fails at composition and bad values
   (``run.steps=-1``) fail in :func:`run_settings` with a message saying what to change.
-* :func:`reference_target` solves the exact equilibrium a run is measured against (cvxpy), once per
-  game config and ``tau``: cached in-process and on disk in the sweep directory, so the 33 jobs of
-  ``make demo`` solve 6 programs, not 33, under any launcher.
-* :class:`SweepSummary` (``hydra.callbacks.summary``) prints a ``[k/N]`` progress tag per job and, at
-  the end of a sweep, writes and prints the summary table and the plots (:mod:`nashalign.reporting`).
+* :func:`reference_target` (re-exported from :mod:`nashalign.equilibrium_cache`) solves the exact equilibrium a
+  run is measured against, once per game config and ``tau``;
+* :class:`SweepSummary` and :func:`job_tag` (re-exported from :mod:`nashalign.reporting.callbacks`): the
+  progress tag and the summary callback, shared with the LLM app's :class:`~nashalign.reporting.callbacks.BenchmarkSummary`.
 * :func:`instantiate_algorithm` and :func:`algorithm_label` build the ``algorithm`` node and name its row: a
   custom ``algorithm._target_=my_pkg.MyAlg`` on top of a shipped option is labelled by its own ``name``;
   :func:`inline_group_overrides` lets ``game='{_target_: ..., P: [...]}'`` replace the group's option.
-* :func:`egpo_repo_algorithm` builds the baselines of EGPO's tabular simulation from the repo's
+* :func:`egpo_repo_algorithm` (re-exported from :mod:`nashalign.algorithms.egpo_repo`) builds the baselines of EGPO's tabular simulation from the repo's
   ``(beta, lr)`` (the ``egpo_tabular`` experiment).
 
 Importing this module registers the schemas in Hydra's ``ConfigStore``; the apps import it before
@@ -20,30 +19,26 @@ Importing this module registers the schemas in Hydra's ``ConfigStore``; the apps
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import os
 import re
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nashalign import reporting
+from nashalign.algorithms.egpo_repo import EGPO_BASELINES, egpo_repo_algorithm
 from nashalign.algorithms.registry import register_sweep_resolver
+from nashalign.equilibrium_cache import reference_target
+from nashalign.reporting.callbacks import SweepSummary, job_tag
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EGPO_BASELINES",
     "RunConfig",
     "SweepSummary",
     "algorithm_label",
@@ -211,237 +206,3 @@ def inline_group_overrides(argv: Sequence[str], groups: Sequence[str]) -> list[s
         else:
             out.append(arg)
     return out
-
-
-# ============================================================================ exact targets
-_EQUILIBRIA: dict[str, np.ndarray | None] = {}
-
-
-def reference_target(
-    game: Any, tau: float, key: str | None = None, cache_dir: str | Path | None = None
-) -> tuple[np.ndarray | None, str]:
-    """The exact equilibrium to measure a run against, and its description.
-
-    ``tau > 0``: the regularized equilibrium ``pi*_tau`` of ``game`` with its reference
-    (:func:`~nashalign.equilibrium.solve_regularized_nash`); ``tau = 0``: a Nash equilibrium
-    (:func:`~nashalign.equilibrium.solve_nash`).  Solved once per ``(key, tau)``: kept in this process
-    and, with ``cache_dir``, in ``cache_dir/equilibria/<hash>.npy`` for other processes (joblib).
-
-    Args:
-        game: the :class:`~nashalign.game.PreferenceGame`.
-        tau: the run's KL strength.
-        key: identifies the game (e.g. its resolved config YAML); default: a hash of ``P`` and ``ref``.
-        cache_dir: directory for the on-disk cache (e.g. the sweep directory), or None.
-
-    Returns:
-        ``(target (C, n) or None if the solver failed, description)``.
-    """
-    from nashalign.equilibrium import solve_nash, solve_regularized_nash
-
-    tau = float(tau)
-    kind = f"regularized Nash (tau={tau:g})" if tau > 0 else "Nash"
-    if key is None:
-        P = np.ascontiguousarray(np.asarray(game.P, dtype=float))
-        key = hashlib.sha1(P.tobytes() + np.asarray(game.ref, dtype=float).tobytes()).hexdigest()
-    digest = hashlib.sha1(f"{key}|tau={tau!r}".encode()).hexdigest()[:20]
-    if digest in _EQUILIBRIA:
-        return _EQUILIBRIA[digest], kind
-    path = Path(cache_dir) / "equilibria" / f"{digest}.npy" if cache_dir is not None else None
-    if path is not None and path.exists():
-        target = np.load(path)
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                target = solve_regularized_nash(game, tau) if tau > 0 else solve_nash(game)
-            target = np.reshape(np.asarray(target, dtype=float), (game.num_contexts, game.num_responses))
-        except Exception as err:  # a failed reference must not kill a sweep
-            log.warning("no exact %s for this game (%s); KL to the target is not recorded", kind, err)
-            target = None
-        if path is not None and target is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(tmp, target)
-            tmp.replace(path)
-    _EQUILIBRIA[digest] = target
-    return target, kind
-
-
-# ============================================================================ EGPO's tabular baselines
-EGPO_BASELINES = ("oipo1", "oipo2", "nash_md", "nash_md_pg", "egpo")
-
-
-def egpo_repo_algorithm(baseline: str, beta: float, lr: float, num_responses: int, pg_mixture: float = 0.125) -> Any:
-    """The nashalign algorithm equal to one baseline of EGPO's exact tabular simulation (SPEC.md 5.2-5.4).
-
-    The official simulation takes one plain-SGD step (learning rate ``lr``) per iteration on a loss over
-    softmax logits.  With the loss averaged over the ``N^2`` ordered pairs (uniform ``rho``), one SGD step
-    is exactly one mirror step with ``eta = 4 lr / (N beta)`` (SPEC.md 5.2, 12(e)):
-
-    * ``oipo1`` (Online IPO 1 = OMD): :class:`~nashalign.algorithms.OMD` with that ``eta``;
-    * ``egpo``: :class:`~nashalign.algorithms.EGPO` with that ``eta`` (two SGD steps from ``theta_t``);
-    * ``nash_md``: :class:`~nashalign.algorithms.NashMD` with that ``eta`` and the repo's mixture weight
-      ``true_lr * beta = 2 lr / N`` (``true_lr = 2 lr / (beta N)``): half of the theory's ``eta beta``;
-    * ``oipo2`` (Online IPO 2, pairs weighted by ``pi_t``): :class:`~nashalign.algorithms.OnlineIPO`, whose
-      ``eta`` *is* the SGD learning rate on the logits of the ``pi``-weighted loss, so ``eta = lr``;
-    * ``nash_md_pg``: :class:`~nashalign.algorithms.NashMD` with the free mixture ``pg_mixture`` (0.125, as
-      the paper's LLM Nash-MD-PG) and the matched ``eta``.  This is *not* the repo's tabular Nash-MD-PG,
-      which is a softmax policy-gradient step against the ``2 lr / N`` mixture; nashalign's tabular rule
-      is the mirror step whose fixed point ``BR_beta(mix_0.125(pi, mu))`` Nash-MD-PG with that mixture
-      targets (SPEC.md 12(d)).  See ``tabular/README.md`` for what this changes in the numbers.
-
-    Args:
-        baseline: one of :data:`EGPO_BASELINES`.
-        beta: the KL strength (``tau``).
-        lr: the repo's SGD learning rate.
-        num_responses: ``N``.
-        pg_mixture: the free mixture of ``nash_md_pg``.
-    """
-    from nashalign.algorithms import EGPO, OMD, NashMD, OnlineIPO
-
-    if baseline not in EGPO_BASELINES:
-        raise ValueError(f"unknown EGPO baseline {baseline!r}; choose one of {list(EGPO_BASELINES)}.")
-    if not (beta > 0 and lr > 0 and num_responses >= 1):
-        raise ValueError(f"need beta > 0, lr > 0, num_responses >= 1; got {beta}, {lr}, {num_responses}.")
-    eta = 4.0 * lr / (num_responses * beta)
-    if baseline == "oipo1":
-        return OMD(eta=eta, tau=beta)
-    if baseline == "oipo2":
-        return OnlineIPO(eta=lr, tau=beta)
-    if baseline == "nash_md":
-        return NashMD(eta=eta, tau=beta, mixture=2.0 * lr / num_responses)
-    if baseline == "nash_md_pg":
-        return NashMD(eta=eta, tau=beta, mixture=pg_mixture)
-    return EGPO(eta=eta, tau=beta)
-
-
-# ============================================================================ progress and the summary callback
-_SWEEP_TOTAL: int | None = None
-
-
-def _sweep_size(config: DictConfig) -> int | None:
-    """Number of jobs of a basic-sweeper grid: product of the sweep overrides' lengths (None if unknown)."""
-    try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-        args = [f"{k}={v}" for k, v in params.items()] + list(OmegaConf.select(config, "hydra.overrides.task") or [])
-        counts: dict[str, int] = {}
-        for o in OverridesParser.create().parse_overrides(args):
-            key = o.get_key_element()
-            counts[key] = len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1
-        return math.prod(counts.values())
-    except Exception:  # progress is cosmetic
-        return None
-
-
-def job_tag() -> str:
-    """``"[k/N] "`` for job ``k`` of an ``N``-job sweep (``""`` outside a multirun)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return ""
-        total: Any = _SWEEP_TOTAL
-        if total is None:
-            f = Path(hc.sweep.dir) / ".sweep_total"
-            total = f.read_text().strip() if f.exists() else "?"
-        return f"[{int(hc.job.num) + 1}/{total}] "
-    except Exception:
-        return ""
-
-
-class SweepSummary(Callback):
-    """Hydra callback: per-job progress, and at the end the summary table (printed) and the plots.
-
-    Configure in ``conf/tabular/tabular.yaml`` under ``hydra.callbacks.summary``.  It reads the ``run.json`` files
-    the jobs wrote (:func:`nashalign.reporting.write_run`), so it works with any launcher.
-
-    Args:
-        metric: ``auto`` or one of :data:`nashalign.reporting.METRICS`.
-        x_axis: ``auto`` (oracle queries for sampled runs, else iterations), ``step`` or ``queries``.
-        group_by: one plot per value of these run keys (``[game]`` or ``[game, tau]``).
-        title: heading of ``summary.md``.
-        plots: write PNGs.
-    """
-
-    def __init__(
-        self,
-        metric: str = "auto",
-        x_axis: str = "auto",
-        group_by: Any = ("game",),
-        title: str | None = None,
-        plots: bool = True,
-    ) -> None:
-        if metric != "auto" and metric not in reporting.METRICS:
-            raise ValueError(
-                f"SweepSummary: unknown metric {metric!r}; choose auto or one of {sorted(reporting.METRICS)}."
-            )
-        if x_axis not in ("auto", "step", "queries"):
-            raise ValueError(f"SweepSummary: x_axis must be auto, step or queries, got {x_axis!r}.")
-        self.metric = metric
-        self.x_axis = x_axis
-        self.group_by = tuple(group_by)
-        self.title = title
-        self.plots = bool(plots)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global _SWEEP_TOTAL
-        self._started = time.time()
-        _SWEEP_TOTAL = _sweep_size(config)
-        if _SWEEP_TOTAL is not None:
-            sweep_dir = Path(str(config.hydra.sweep.dir))
-            sweep_dir.mkdir(parents=True, exist_ok=True)
-            (sweep_dir / ".sweep_total").write_text(str(_SWEEP_TOTAL))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        self._summarize(Path(str(config.hydra.sweep.dir)), sweep=True)
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._started = time.time()
-
-    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = Path(str(config.hydra.run.dir))
-        job = kwargs.get("job_return")
-        if job is not None and getattr(job, "status", None) is not None and job.status.name == "FAILED":
-            err: Any = None
-            try:
-                _ = job.return_value  # re-raises the job's exception
-            except Exception as e:
-                err = e
-            print(f"run failed ({type(err).__name__}: {err}); nothing summarized and no plot written in {root}")
-            return
-        self._summarize(root, sweep=False)
-
-    #: A ``run.json`` written up to this many seconds before the callback started counts as current
-    #: (file times are coarser than ``time.time()``); older ones are stale runs of an earlier launch.
-    _CLOCK_SLACK = 1.0
-
-    def _summarize(self, root: Path, sweep: bool) -> None:
-        started = getattr(self, "_started", None)
-        since = None if started is None else started - self._CLOCK_SLACK
-        runs = reporting.load_runs(root, since=since, recursive=sweep)
-        stale = len(reporting.load_runs(root, recursive=sweep)) - len(runs) if since is not None else 0
-        if stale:
-            print(f"ignored {stale} run.json file(s) under {root} left by an earlier launch")
-        if not runs:
-            print(f"no run.json from this launch under {root}: nothing to summarize")
-            return
-        out = reporting.write_summary(
-            root,
-            runs,
-            metric=self.metric,
-            x_axis=self.x_axis,
-            group_by=self.group_by,
-            title=self.title,
-            plots=self.plots,
-        )
-        if sweep:
-            if out["equilibria"]:
-                print(f"\nExact equilibria (cvxpy), the targets every run is measured against\n\n{out['equilibria']}")
-            print(f"\n{self.title or 'Summary'} ({len(runs)} runs)\n\n{out['markdown']}\n")
-            print(f"summary: {out['summary_md']} and {out['summary_csv'].name}")
-        if out["plots"]:
-            print("plots:   " + "\n         ".join(str(p) for p in out["plots"]))

@@ -2,20 +2,20 @@
 
 * :func:`load_data` -- the ``data`` group: the synthetic task (``data=synthetic``) or plain prompts;
 * :func:`build_policy` -- the ``model`` group, with the Python objects it cannot hold (the task, the prompts);
-* :func:`select_oracle` -- the ``oracle`` group, or the synthetic task's own oracle.
+* :func:`select_oracle` -- the ``oracle`` group, or the synthetic task's own oracle;
+* :class:`BenchmarkSummary` -- re-exported from :mod:`nashalign.reporting.callbacks`.
 
 The scripts stay plumbing and run by path; this module holds what they share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from nashalign.reporting.callbacks import BenchmarkSummary  # the report callback, shared with the tabular app
 
 if TYPE_CHECKING:
     from nashalign.llm.synthetic import SyntheticTask
@@ -105,35 +105,3 @@ def select_oracle(cfg: DictConfig, task: SyntheticTask | None, device: Any = Non
     if device is not None and OmegaConf.select(oracle_cfg, "oracle.device", default="absent") is None:
         oracle_cfg = OmegaConf.merge(oracle_cfg, {"oracle": {"device": str(device)}})
     return instantiate(oracle_cfg)
-
-
-class BenchmarkSummary(Callback):
-    """Hydra callback: after a multirun, write ``summary.md`` and ``curves.png`` from every job's metrics.
-
-    Registered by ``conf/llm/experiment/lm_benchmark.yaml`` under ``hydra.callbacks``.
-    """
-
-    def __init__(self, keys: Sequence[str] = ("exploitability", "kl_target"), filename: str = "curves.png") -> None:
-        self.keys = list(keys)
-        self.filename = filename
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        root = Path(config.hydra.sweep.dir)
-        self.write(root)
-
-    def on_run_end(self, config: Any, **kwargs: Any) -> None:  # single run: the run's own directory
-        from hydra.core.hydra_config import HydraConfig
-
-        self.write(Path(HydraConfig.get().runtime.output_dir))
-
-    def write(self, root: Path) -> None:
-        from nashalign.llm.runs import collect_runs, plot_curves, summary_table
-
-        runs = collect_runs(root)
-        if not runs:
-            return
-        table = summary_table(runs, self.keys)
-        (root / "summary.md").write_text(table + "\n", encoding="utf-8")
-        plot_curves(runs, root / self.filename, self.keys)
-        print(table)
-        print(f"curves: {root / self.filename}")

@@ -77,3 +77,38 @@ def test_multirun_sweep_writes_the_benchmark_summary(tmp_path):
     table = (sweep / "summary.md").read_text()
     assert "| nash_md |" in table and "| egpo |" in table and "| omd |" not in table
     assert (sweep / "curves.png").exists()
+
+
+def test_plain_multirun_writes_the_shared_report_with_swept_values_in_the_labels(tmp_path):
+    """``llm/train.py -m`` without any preset: summary.md, summary.csv and curves.png through nashalign.reporting."""
+    import csv
+
+    from nashalign.reporting import history_curves, metric_name
+    from nashalign.reporting.histories import DEFAULT_KEYS, collect_runs
+
+    sweep = tmp_path / "sweep"
+    stdout = run("train.py", "-m", "algorithm=egpo", "algorithm.eta=0.25,0.5", f"hydra.sweep.dir={sweep}", *FAST,
+                 "trainer.k=2", "trainer.opponent_samples=1")  # fmt: skip
+    labels = ["egpo (algorithm.eta=0.25)", "egpo (algorithm.eta=0.5)"]
+    md = (sweep / "summary.md").read_text()
+    assert all(f"| {label} |" in md for label in labels), md
+    with (sweep / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["run"] for r in rows] == labels and all(int(r["iterations"]) == 2 for r in rows)
+    # each row's numbers are the job's own first and last logged values
+    for row, job in zip(rows, sorted(p for p in sweep.iterdir() if p.is_dir())):
+        logged = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
+        assert float(row["kl_target before"]) == logged[0]["kl_target"]
+        assert float(row["kl_target after"]) == logged[-1]["kl_target"]
+    # the exact target each run was measured against: pi*_tau of every prompt, rows summing to 1
+    assert "## Exact targets (cvxpy)" in md
+    assert md.count("| regularized Nash pi*_tau | 0.1 |") == 3  # both jobs' warmed-up LM: one target, 3 prompts
+    target = json.loads(next(sweep.rglob("targets.json")).read_text())
+    assert target["tau"] == 0.1
+    for pi in target["target"]:
+        assert abs(sum(pi) - 1.0) < 1e-6 and min(pi) >= 0.0
+    # the plot exists and its curves carry the same labels (one per run and metric)
+    assert (sweep / "curves.png").stat().st_size > 0 and "curves:" in stdout
+    curves = history_curves(collect_runs(sweep), DEFAULT_KEYS)
+    assert sorted(c.label for c in curves) == sorted(labels * 2)
+    assert {c.panel for c in curves} == {metric_name(k) for k in DEFAULT_KEYS}
