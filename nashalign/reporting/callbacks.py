@@ -182,9 +182,7 @@ class BenchmarkSummary(Callback):
         self.write(Path(str(config.hydra.sweep.dir)))
 
     def on_run_end(self, config: Any, **kwargs: Any) -> None:  # single run: the run's own directory
-        from hydra.core.hydra_config import HydraConfig
-
-        self.write(Path(HydraConfig.get().runtime.output_dir))
+        self.write(Path(str(config.hydra.run.dir)))  # HydraConfig is already cleared when run-end callbacks run
 
     def write(self, root: Path) -> dict[str, Any] | None:
         """Write the report under ``root`` and print the tables; None when ``root`` holds no ``metrics.jsonl``."""

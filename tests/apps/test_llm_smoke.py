@@ -44,6 +44,8 @@ def test_train_resume_and_evaluate(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == 2 and summary["queries"] > 0
     assert (out / "final" / "config.json").exists()
+    # a single run gets the shared report too (the run-end callback reads the run dir from the config)
+    assert "| nash_md |" in (out / "summary.md").read_text() and (out / "summary.csv").exists()
 
     # continue the same run to 3 iterations from its newest checkpoint
     run("train.py", *FAST, f"hydra.run.dir={out}", "trainer.iterations=3", "trainer.resume=true")
