@@ -6,23 +6,13 @@ import json
 
 import pytest
 import torch
+from tiny_settings import TINY as _BASE  # noqa: E402
 
 from nashalign.algorithms import get_algorithm
 from nashalign.llm.evaluate import FinishedText, apply_missing_eos_penalty, compare, heldout_metrics
 from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
-TINY = dict(
-    iterations=2,
-    prompts_per_iteration=2,
-    max_new_tokens=4,
-    epochs=1,
-    minibatch_size=4,
-    learning_rate=1e-2,
-    cpu=True,
-    progress=False,
-    save_final_model=False,
-    track_win_rate=False,
-)
+TINY = {**_BASE, "track_win_rate": False}
 
 
 def _length_oracle(prompts, first, second):

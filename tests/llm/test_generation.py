@@ -16,17 +16,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_settings import TINY  # noqa: E402
 
 from nashalign.algorithms import ALGORITHMS, get_algorithm
 from nashalign.algorithms.base import OPPONENT_KINDS
 from nashalign.llm._decode import HFSampler
 from nashalign.llm.generation import VLLMOptions
 from nashalign.llm.trainer import NashTrainer, TrainerConfig
-
-TINY = dict(
-    iterations=2, prompts_per_iteration=2, max_new_tokens=4, epochs=1, minibatch_size=4, learning_rate=1e-2,
-    cpu=True, progress=False, save_final_model=False,
-)
 
 
 class FakeEngine:

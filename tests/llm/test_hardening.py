@@ -19,8 +19,9 @@ from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf" / "llm"  # the app's config dir (conf/README.md)
-TINY = dict(iterations=2, prompts_per_iteration=2, max_new_tokens=4, epochs=2, minibatch_size=4,
-            learning_rate=1e-2, cpu=True, num_threads=1, progress=False, save_final_model=False)
+from tiny_settings import TINY as _BASE  # noqa: E402
+
+TINY = {**_BASE, "epochs": 2, "num_threads": 1}
 
 
 def compose_llm(overrides=()):

@@ -9,14 +9,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_settings import TINY as _BASE  # noqa: E402
 
 from nashalign.algorithms import get_algorithm
 from nashalign.llm import _decode, _setup
 from nashalign.llm.opponents import OpponentBank
 from nashalign.llm.trainer import NashTrainer, TrainerConfig
 
-TINY = dict(iterations=2, prompts_per_iteration=2, max_new_tokens=4, epochs=1, minibatch_size=4,
-            learning_rate=1e-2, cpu=True, num_threads=1, progress=False, save_final_model=False)
+TINY = {**_BASE, "num_threads": 1}
 
 
 def make(policy, task, tmp_path, alg, **kw):

@@ -11,23 +11,12 @@ import math
 
 import pytest
 import torch
+from tiny_settings import TINY  # noqa: E402  (tests/llm is on sys.path)
 
 from nashalign.algorithms import ALGORITHMS, get_algorithm
 from nashalign.llm.app import BenchmarkSummary
 from nashalign.llm.runs import collect_runs, plot_curves
 from nashalign.llm.trainer import TIMING_KEYS, NashTrainer, TrainerConfig, latest_checkpoint
-
-TINY = dict(
-    iterations=2,
-    prompts_per_iteration=2,
-    max_new_tokens=4,
-    epochs=1,
-    minibatch_size=4,
-    learning_rate=1e-2,
-    cpu=True,
-    progress=False,
-    save_final_model=False,
-)
 
 
 def make_algorithm(name: str, **hp):
